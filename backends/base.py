@@ -1,0 +1,137 @@
+"""The one backend interface, its error hierarchy and the value types it speaks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol, runtime_checkable
+
+from tracer.records import MachineRecord, TransitionRecord
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "ConflictError",
+    "CorruptError",
+    "GapError",
+    "MissingDependency",
+    "Query",
+    "ReadOnlyError",
+    "Snapshot",
+    "UnknownMachine",
+    "UnknownScheme",
+    "Unreachable",
+]
+
+
+class BackendError(Exception):
+    """Base of every backend error; ``str(err)`` is one line a UI or CLI can show as is."""
+
+
+class UnknownScheme(BackendError):
+    """A URL whose scheme no backend is registered for (the message lists known ones)."""
+
+
+class MissingDependency(BackendError):
+    """A backend's optional package is not installed (the message names it)."""
+
+
+class UnknownMachine(BackendError):
+    """A machine id the backend holds nothing for, where something was required."""
+
+
+class ConflictError(BackendError):
+    """An append reuses a stored seq with a different record (J-05)."""
+
+
+class GapError(BackendError):
+    """An append skips seqs, or a read finds seqs missing (J-06)."""
+
+
+class CorruptError(BackendError):
+    """Stored data cannot be decoded; the message gives the position of the first bad part."""
+
+
+class ReadOnlyError(BackendError):
+    """A write to a backend opened read-only."""
+
+
+class Unreachable(BackendError):
+    """A server backend cannot be reached or refused the credentials."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Machine time of ``machine_id`` after records ``[0, index)`` (S-01)."""
+
+    machine_id: str
+    index: int
+    clocks: tuple[int, ...]
+    time: int = 0  # UTC ns of the last record covered (0 when index is 0)
+    mach_tick: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """Filters of ``find`` and ``count``; every set filter must match (AND).
+
+    Times are UTC nanoseconds; seq and time ranges are half-open ``[start, end)``.
+    State filters name states; ``active``/``inactive`` test the configuration *after*
+    the record.
+    """
+
+    machine_id: str | None = None
+    seq_start: int | None = None
+    seq_end: int | None = None
+    time_start: int | None = None
+    time_end: int | None = None
+    name: str | None = None  # exact event / record name
+    kinds: frozenset[str] | None = None
+    entered: frozenset[str] = field(default_factory=frozenset)  # entered all of these
+    exited: frozenset[str] = field(default_factory=frozenset)  # exited all of these
+    active: frozenset[str] = field(default_factory=frozenset)  # all active after
+    inactive: frozenset[str] = field(default_factory=frozenset)  # all inactive after
+    accepted: bool | None = None
+    has_error: bool | None = None
+    newest_first: bool = False
+    limit: int | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """History storage. Every backend passes ``tests/contract``.
+
+    Seqs are 0-based and contiguous per machine; ``highest`` is -1 for a machine with no
+    records and never decreases, also after deletes. Backends are also tracer sinks
+    (``register``/``write``/``dispose``/``flush``/``close``).
+    """
+
+    scheme: ClassVar[str]
+    supports_delete: ClassVar[bool]
+    url: str
+    read_only: bool
+
+    # machines
+    def put_machine(self, machine: MachineRecord) -> None: ...
+    def get_machine(self, machine_id: str) -> MachineRecord: ...  # raises UnknownMachine
+    def machines(self) -> list[MachineRecord]: ...
+
+    # records
+    def append(self, machine_id: str, records: Sequence[TransitionRecord]) -> None: ...
+    def read(
+        self, machine_id: str, start: int = 0, end: int | None = None
+    ) -> list[TransitionRecord]: ...
+    def highest(self, machine_id: str) -> int: ...
+    def delete_upto(self, machine_id: str, seq: int) -> None: ...
+
+    # snapshots
+    def save_snapshot(self, snapshot: Snapshot) -> None: ...
+    def latest_snapshot(self, machine_id: str) -> Snapshot | None: ...
+    def delete_snapshots(self, machine_id: str, upto: int) -> None: ...
+
+    # sink
+    def register(self, machine: MachineRecord) -> int: ...
+    def write(self, machine_id: str, records: Sequence[TransitionRecord]) -> None: ...
+    def dispose(self, machine_id: str) -> None: ...
+    def flush(self, timeout: float | None = None) -> bool: ...
+    def close(self) -> None: ...

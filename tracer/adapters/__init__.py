@@ -1,0 +1,1 @@
+"""Adapters that attach the tracer to state-machine libraries without editing machines."""

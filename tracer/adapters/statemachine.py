@@ -1,0 +1,11 @@
+"""Adapter for python-statemachine (placeholder until implemented)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def accepts(obj: Any) -> bool:
+    mod = sys.modules.get("statemachine")
+    return mod is not None and isinstance(obj, mod.StateChart)
