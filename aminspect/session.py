@@ -1,0 +1,924 @@
+"""The inspector's session model: machines seen, selection, cursor and the views at the cursor.
+
+Plain Python with no UI: the TUI renders what this module computes and calls its methods
+for what the user asks. Methods that read the backend are marked "I/O" and run in worker
+threads; they return immutable values that the UI thread applies with the pure methods.
+"""
+
+from __future__ import annotations
+
+import pprint
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from backends.base import Backend, BackendError
+from tracer.machine_time import MachineTime
+from tracer.records import RESET_KINDS, MachineRecord, Schema, TransitionRecord
+
+__all__ = [
+    "CursorView",
+    "DetailLine",
+    "LogRow",
+    "MachineEntry",
+    "MachineStatus",
+    "MachinesUpdate",
+    "Outcome",
+    "PageCache",
+    "Session",
+    "StateRow",
+    "TreeRow",
+    "called_states",
+    "details",
+    "format_duration",
+    "format_time",
+    "is_error_state",
+    "log_row",
+    "state_rows",
+]
+
+JUMP = 50  # records moved by "jump back/forward"
+
+
+class MachineStatus(StrEnum):
+    """Where a machine's records come from right now."""
+
+    LIVE = "live"  # a tracer connection is streaming it
+    DISCONNECTED = "disconnected"  # it was live in this session; its tracer went away
+    RECORDED = "recorded"  # only known from storage (an opened file, an earlier session)
+
+
+class Outcome(StrEnum):
+    """How a transition ended."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "not accepted"
+    ERROR = "error"
+
+
+# --------------------------------------------------------------------------------------
+# formatting (pure)
+
+
+def format_time(ns: int, *, full: bool = False) -> str:
+    """UTC wall-clock time of a record: ``HH:MM:SS.mmm``, or ISO 8601 with ``full``.
+
+    UTC, not local time, so that the same recording looks the same on every machine.
+    """
+    dt = datetime.fromtimestamp(ns / 1e9, tz=UTC)
+    if full:
+        return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ns % 1_000_000_000:09d}Z"
+    return dt.strftime("%H:%M:%S.") + f"{(ns // 1_000_000) % 1000:03d}"
+
+
+def format_duration(ns: int) -> str:
+    """A duration in at most 7 characters: ``850ns``, ``12.3µs``, ``4.56ms``, ``1.20s``."""
+    if ns <= 0:
+        return "-"
+    if ns < 1_000:
+        return f"{ns}ns"
+    for unit, scale in (("µs", 1_000), ("ms", 1_000_000), ("s", 1_000_000_000)):
+        value = ns / scale
+        if value < 1000 or unit == "s":
+            if value < 10:
+                return f"{value:.2f}{unit}"
+            if value < 100:
+                return f"{value:.1f}{unit}"
+            return f"{value:.0f}{unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def is_error_state(name: str) -> bool:
+    """Whether a state name marks an error by convention.
+
+    asyncmachine's ``Exception`` and the ``Err*`` family, and ``*Error``/``*Failed``
+    states as written in ``transitions`` and ``python-statemachine`` machines. The last
+    path segment is tested, so ``order.PaymentFailed`` counts.
+    """
+    last = name.replace("_", ".").rsplit(".", 1)[-1]
+    return (
+        last == "Exception"
+        or last.startswith("Err")
+        or last.endswith(("Error", "Failed"))
+        or last in ("error", "failed")
+    )
+
+
+def short_name(schema: Schema, i: int) -> str:
+    """The name of state ``i`` without its parent's prefix (``shipping.packed`` -> ``packed``)."""
+    name = schema.states[i].name
+    parent = schema.states[i].parent
+    if parent is not None and len(name) > len(parent) + 1 and name.startswith(parent):
+        sep = name[len(parent)]
+        if sep in "._/:>":
+            return name[len(parent) + 1 :]
+    return name
+
+
+def called_states(schema: Schema, record: TransitionRecord) -> frozenset[int]:
+    """The states a record names ("called"): ``+A,B`` / ``-A`` / ``=A`` / ``to_A`` / ``A``.
+
+    Args:
+        schema: the machine's schema.
+        record: any record.
+
+    Returns:
+        Indexes of the states whose full or short name is one of the comma-separated
+        tokens of the record's name (the manual API's ``+``, ``-``, ``=`` prefixes and
+        ``transitions``' ``to_`` prefix removed).
+    """
+    name = record.name.strip()
+    if not name:
+        return frozenset()
+    if name[0] in "+-=":
+        name = name[1:]
+    out: set[int] = set()
+    for token in name.split(","):
+        token = token.strip()
+        candidates = (token, token[3:]) if token.startswith("to_") else (token,)
+        for cand in candidates:
+            i = schema.get_index(cand)
+            if i is not None:
+                out.add(i)
+    return frozenset(out)
+
+
+def outcome_of(record: TransitionRecord) -> Outcome:
+    if record.error is not None:
+        return Outcome.ERROR
+    return Outcome.ACCEPTED if record.accepted else Outcome.REJECTED
+
+
+@dataclass(frozen=True, slots=True)
+class LogRow:
+    """One line of the transition log, as text fields the widget lays out."""
+
+    seq: int
+    time: str
+    kind: str
+    name: str
+    changes: str  # "+entered -exited" with short state names
+    outcome: Outcome
+    duration: str
+
+
+def _changes(schema: Schema, record: TransitionRecord) -> str:
+    n = len(schema)
+    entered = [short_name(schema, i) if 0 <= i < n else f"#{i}" for i in record.entered]
+    exited = [short_name(schema, i) if 0 <= i < n else f"#{i}" for i in record.exited]
+    if record.kind in ("init", "restore", "gap"):
+        # a reset record's ``entered`` is the whole configuration after it
+        return "=" + ",".join(entered) if entered else "="
+    parts = ["+" + s for s in entered] + ["-" + s for s in exited]
+    return " ".join(parts)
+
+
+def log_row(schema: Schema, record: TransitionRecord) -> LogRow:
+    """The log line of one record.
+
+    Args:
+        schema: the schema of the record's machine (for state names).
+        record: the record.
+
+    Returns:
+        The formatted fields.
+    """
+    return LogRow(
+        seq=record.seq,
+        time=format_time(record.time),
+        kind=record.kind,
+        name=record.name,
+        changes=_changes(schema, record),
+        outcome=outcome_of(record),
+        duration=format_duration(record.duration),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DetailLine:
+    """One labelled field of the details pane."""
+
+    label: str
+    value: str
+
+
+def _state_list(schema: Schema, indexes: Iterable[int]) -> str:
+    n = len(schema)
+    names = [schema.states[i].name if 0 <= i < n else f"#{i}" for i in indexes]
+    return ", ".join(names) if names else "-"
+
+
+def details(schema: Schema, record: TransitionRecord) -> list[DetailLine]:
+    """Every field of a record, formatted for reading.
+
+    Args:
+        schema: the schema of the record's machine.
+        record: the record.
+
+    Returns:
+        Labelled lines; ``args`` is pretty-printed and may span several lines.
+    """
+    error = f"{record.error[0]}: {record.error[1]}" if record.error is not None else "-"
+    source = f"{record.source[0]} seq {record.source[1]}" if record.source is not None else "-"
+    args = "-" if record.args is None else pprint.pformat(record.args, width=60, compact=True)
+    return [
+        DetailLine("id", record.id),
+        DetailLine("seq", str(record.seq)),
+        DetailLine("kind", record.kind),
+        DetailLine("name", record.name or "-"),
+        DetailLine("outcome", outcome_of(record).value),
+        DetailLine("error", error),
+        DetailLine("time", format_time(record.time, full=True)),
+        DetailLine("duration", format_duration(record.duration)),
+        DetailLine("entered", _state_list(schema, record.entered)),
+        DetailLine("exited", _state_list(schema, record.exited)),
+        DetailLine("args", args),
+        DetailLine("parent_seq", "-" if record.parent_seq is None else str(record.parent_seq)),
+        DetailLine("source", source),
+        DetailLine("mach_tick", str(record.mach_tick)),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class StateRow:
+    """One state of the state tree at the cursor."""
+
+    index: int
+    name: str  # full name
+    label: str  # name without the parent's prefix
+    depth: int
+    active: bool
+    clock: int
+    parallel: bool  # its children are parallel regions
+    region: bool  # it is a region of a parallel parent
+    entered: bool  # the cursor record entered it
+    exited: bool  # the cursor record exited it
+    called: bool  # the cursor record names it
+    error: bool  # an error state (see is_error_state)
+    initial: bool
+    final: bool
+
+
+def _tree_order(schema: Schema) -> list[int]:
+    out: list[int] = []
+    children: dict[int | None, list[int]] = {}
+    for i in range(len(schema)):
+        children.setdefault(schema.parent_of(i), []).append(i)
+
+    def walk(parent: int | None) -> None:
+        for i in children.get(parent, ()):
+            out.append(i)
+            walk(i)
+
+    walk(None)
+    return out
+
+
+def state_rows(
+    schema: Schema,
+    clocks: Sequence[int],
+    record: TransitionRecord | None = None,
+    changes: tuple[Sequence[int], Sequence[int]] | None = None,
+) -> list[StateRow]:
+    """The state tree after ``record``: every state in depth-first schema order.
+
+    Args:
+        schema: the machine's schema.
+        clocks: the clock vector after ``record`` (a state is active when its clock is odd).
+        record: the record at the cursor, for the entered/exited/called markers.
+        changes: ``(exited, entered)`` as applied (MachineTime.changes); defaults to the
+            record's own lists, which for reset kinds is the whole configuration.
+
+    Returns:
+        One row per state.
+    """
+    exited: frozenset[int] = frozenset()
+    entered: frozenset[int] = frozenset()
+    called: frozenset[int] = frozenset()
+    if record is not None:
+        ex, en = changes if changes is not None else (record.exited, record.entered)
+        exited, entered = frozenset(ex), frozenset(en)
+        called = called_states(schema, record)
+    rows = []
+    for i in _tree_order(schema):
+        spec = schema.states[i]
+        parent = schema.parent_of(i)
+        clock = clocks[i] if i < len(clocks) else 0
+        rows.append(
+            StateRow(
+                index=i,
+                name=spec.name,
+                label=short_name(schema, i),
+                depth=schema.depth(i),
+                active=clock & 1 == 1,
+                clock=clock,
+                parallel=spec.parallel,
+                region=parent is not None and schema.states[parent].parallel,
+                entered=i in entered,
+                exited=i in exited,
+                called=i in called,
+                error=is_error_state(spec.name),
+                initial=spec.initial,
+                final=spec.final,
+            )
+        )
+    return rows
+
+
+# --------------------------------------------------------------------------------------
+# caches (thread-safe: filled by workers, read by the UI thread)
+
+
+class PageCache:
+    """A small LRU of record pages per machine, so a scroll reads only what it shows.
+
+    A page is ``page_size`` consecutive records starting at a multiple of ``page_size``.
+    The last page of a live machine grows: it is stored short and re-read when a row
+    past its end is asked for.
+    """
+
+    def __init__(self, page_size: int = 256, max_pages: int = 64) -> None:
+        self.page_size = page_size
+        self.max_pages = max_pages
+        self._pages: OrderedDict[tuple[str, int], list[TransitionRecord | None]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.reads = 0  # backend reads made, for tests and benchmarks
+
+    def get(self, machine_id: str, seq: int) -> TransitionRecord | None:
+        """The cached record, or None when its page is not loaded (no I/O)."""
+        no, off = divmod(seq, self.page_size)
+        with self._lock:
+            page = self._pages.get((machine_id, no))
+            if page is None or off >= len(page):
+                return None
+            self._pages.move_to_end((machine_id, no))
+            return page[off]
+
+    def missing(self, machine_id: str, start: int, end: int) -> list[int]:
+        """Page numbers in ``[start, end)`` that are absent or too short (no I/O)."""
+        size = self.page_size
+        out = []
+        with self._lock:
+            for no in range(max(start, 0) // size, (max(end, 1) - 1) // size + 1):
+                page = self._pages.get((machine_id, no))
+                need = min(size, end - no * size)
+                if page is None or len(page) < need:
+                    out.append(no)
+        return out
+
+    def load(self, backend: Backend, machine_id: str, start: int, end: int) -> int:
+        """I/O: make sure the records ``[start, end)`` are cached.
+
+        Returns:
+            The number of backend reads made.
+        """
+        size = self.page_size
+        reads = 0
+        for no in self.missing(machine_id, start, end):
+            found = backend.read(machine_id, no * size, (no + 1) * size)
+            reads += 1
+            # records deleted from storage (max_records) leave holes at a page's start
+            records: list[TransitionRecord | None] = []
+            if found:
+                records.extend([None] * (found[0].seq - no * size))
+                records.extend(found)
+            with self._lock:
+                self._pages[(machine_id, no)] = records
+                self._pages.move_to_end((machine_id, no))
+                while len(self._pages) > self.max_pages:
+                    self._pages.popitem(last=False)
+        self.reads += reads
+        return reads
+
+    def records(self, machine_id: str, start: int, end: int) -> list[TransitionRecord | None]:
+        """Cached records ``[start, end)``, None where not loaded (no I/O)."""
+        return [self.get(machine_id, s) for s in range(start, end)]
+
+    def clear(self, machine_id: str | None = None) -> None:
+        with self._lock:
+            if machine_id is None:
+                self._pages.clear()
+            else:
+                for key in [k for k in self._pages if k[0] == machine_id]:
+                    del self._pages[key]
+
+
+StateAt = Callable[[Backend, str, int], Sequence[int]]
+
+
+class ClockCache:
+    """Clock vectors at recently visited seqs, so a step replays one record, not a seek."""
+
+    REPLAY_LIMIT = 512  # replay at most this many records from a cached point; else seek
+    REPLAY_LIMIT_CACHED = 64  # on the UI thread, from cached pages only (about 0.2 ms)
+
+    def __init__(self, size: int = 128) -> None:
+        self._size = size
+        self._clocks: OrderedDict[tuple[str, int], tuple[int, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, machine_id: str, seq: int) -> tuple[int, ...] | None:
+        with self._lock:
+            return self._clocks.get((machine_id, seq))
+
+    def nearest_below(self, machine_id: str, seq: int) -> tuple[int, tuple[int, ...]] | None:
+        best: tuple[int, tuple[int, ...]] | None = None
+        with self._lock:
+            for (mid, s), clocks in self._clocks.items():
+                if mid == machine_id and s <= seq and (best is None or s > best[0]):
+                    best = (s, clocks)
+        return best
+
+    def put(self, machine_id: str, seq: int, clocks: Sequence[int]) -> None:
+        with self._lock:
+            self._clocks[(machine_id, seq)] = tuple(clocks)
+            self._clocks.move_to_end((machine_id, seq))
+            while len(self._clocks) > self._size:
+                self._clocks.popitem(last=False)
+
+
+def default_state_at(backend: Backend, machine_id: str, seq: int) -> Sequence[int]:
+    """Clocks after record ``seq``: the backend's ``state_at`` (the nearest snapshot plus
+    a short replay)."""
+    return backend.state_at(machine_id, seq).clocks
+
+
+# --------------------------------------------------------------------------------------
+# session
+
+
+@dataclass(slots=True)
+class MachineEntry:
+    """What the session knows about one machine."""
+
+    record: MachineRecord
+    count: int = 0  # records stored: highest + 1
+    status: MachineStatus = MachineStatus.RECORDED
+    errors: int = 0  # records with an error among [first, scanned)
+    scanned: int = 0  # errors are counted up to here (a background scan catches up)
+    first: int = 0  # lowest stored seq: older records were deleted (max_records)
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+
+@dataclass(frozen=True, slots=True)
+class MachinesUpdate:
+    """What one I/O refresh found: machine records and record counts."""
+
+    records: tuple[MachineRecord, ...]
+    counts: dict[str, int]
+    firsts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class TreeRow:
+    """One line of the machine tree."""
+
+    machine_id: str
+    parent_id: str | None
+    depth: int
+    status: MachineStatus
+    count: int
+    errors: int
+    has_children: bool
+    match: bool  # matches the search (False for ancestors kept for context)
+
+
+@dataclass(frozen=True, slots=True)
+class CursorView:
+    """Everything shown for one machine at one seq, computed in a worker."""
+
+    machine_id: str
+    seq: int  # -1 when the machine has no records
+    count: int
+    record: TransitionRecord | None
+    states: tuple[StateRow, ...]
+    details: tuple[DetailLine, ...]
+    row: LogRow | None
+
+
+@dataclass
+class Session:
+    """The inspector's state: machines, selection, cursors, follow and play flags.
+
+    Pure methods change what is selected and where the cursor is; "I/O" methods read
+    the backend and are meant for worker threads.
+
+    Args:
+        backend: where the history is.
+        live: records are arriving (an ingest server feeds the backend).
+        state_at: ``f(backend, machine_id, seq) -> clocks``; the shared evaluator's by default.
+    """
+
+    backend: Backend
+    live: bool = False
+    state_at_fn: StateAt | None = None
+    page_size: int = 256
+    machines: dict[str, MachineEntry] = field(default_factory=dict)
+    selected: str | None = None
+    follow: bool = True
+    playing: bool = False
+    search: str = ""
+    cursors: dict[str, int] = field(default_factory=dict)
+    pages: PageCache = field(init=False)
+    clocks: ClockCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pages = PageCache(self.page_size)
+        self.clocks = ClockCache()
+        if self.state_at_fn is None:
+            self.state_at_fn = default_state_at
+        self._live_ids: set[str] = set()
+
+    # -- machines ------------------------------------------------------------------------
+
+    def fetch_machines(self, ids: Iterable[str] | None = None) -> MachinesUpdate:
+        """I/O: machine records and record counts (of all machines, or of ``ids`` and
+        machines not seen before). Cheap: no record is read (errors are counted by
+        ``count_errors`` in the background)."""
+        records = tuple(self.backend.machines())
+        wanted = None if ids is None else set(ids)
+        counts: dict[str, int] = {}
+        firsts: dict[str, int] = {}
+        for rec in records:
+            if wanted is not None and rec.id in self.machines and rec.id not in wanted:
+                continue
+            counts[rec.id] = self.backend.highest(rec.id) + 1
+            firsts[rec.id] = self.backend.first(rec.id)
+        return MachinesUpdate(records, counts, firsts)
+
+    def error_scan_plan(self) -> list[tuple[str, int, int]]:
+        """Ranges ``(machine_id, start, end)`` whose errors are not counted yet (no I/O)."""
+        return [
+            (mid, max(e.scanned, e.first), e.count)
+            for mid, e in self.machines.items()
+            if max(e.scanned, e.first) < e.count
+        ]
+
+    def count_errors(self, machine_id: str, start: int, end: int) -> int:
+        """I/O: records with an error among ``[start, end)``."""
+        total = 0
+        pos = start
+        while pos < end:
+            chunk = self.backend.read(machine_id, pos, min(end, pos + 4096))
+            if not chunk:
+                break
+            total += sum(1 for r in chunk if r.error is not None)
+            pos += len(chunk)
+        return total
+
+    def apply_errors(self, machine_id: str, start: int, end: int, errors: int) -> bool:
+        """Add the errors counted in ``[start, end)``; ignored unless it continues what
+        was counted before. Returns whether it was applied."""
+        entry = self.machines.get(machine_id)
+        if entry is None or max(entry.scanned, entry.first) != start:
+            return False
+        entry.errors += errors
+        entry.scanned = end
+        return True
+
+    def apply_machines(self, update: MachinesUpdate) -> bool:
+        """Apply a refresh; select the first machine when none is selected.
+
+        Returns:
+            Whether anything visible changed (a new machine, a count, a status).
+        """
+        changed = False
+        for rec in update.records:
+            entry = self.machines.get(rec.id)
+            if entry is None:
+                status = MachineStatus.LIVE if rec.id in self._live_ids else MachineStatus.RECORDED
+                entry = MachineEntry(rec, status=status)
+                self.machines[rec.id] = entry
+                changed = True
+            else:
+                entry.record = rec
+            if rec.id in update.firsts and update.firsts[rec.id] != entry.first:
+                entry.first = update.firsts[rec.id]
+                changed = True
+            if rec.id in update.counts:
+                count = update.counts[rec.id]
+                if count > entry.count:
+                    entry.count = count
+                    changed = True
+                    if self.follow and self.selected == rec.id:
+                        self.cursors[rec.id] = count - 1
+        if self.selected is None and self.machines:
+            roots = [r for r in self.tree_rows() if r.depth == 0]
+            self.select(roots[0].machine_id if roots else next(iter(self.machines)))
+            changed = True
+        return changed
+
+    def set_live(self, machine_ids: Iterable[str]) -> bool:
+        """Mark which machines a tracer is streaming now; the others that were live become
+        disconnected. Returns whether a status changed."""
+        live = set(machine_ids)
+        changed = False
+        for mid, entry in self.machines.items():
+            if mid in live:
+                status = MachineStatus.LIVE
+            elif entry.status is MachineStatus.LIVE:
+                status = MachineStatus.DISCONNECTED
+            else:
+                status = entry.status
+            if status is not entry.status:
+                entry.status = status
+                changed = True
+        self._live_ids = live
+        return changed
+
+    def tree_rows(self, search: str | None = None) -> list[TreeRow]:
+        """The machine tree in display order, filtered by a case-insensitive substring.
+
+        Children are nested under their parent (``parent_id``); a machine whose parent is
+        unknown is a root. With a search, matching machines are kept with their
+        ancestors (shown for context, ``match=False``).
+        """
+        query = (self.search if search is None else search).strip().lower()
+        children: dict[str | None, list[str]] = {}
+        for mid in sorted(self.machines):
+            parent = self.machines[mid].record.parent_id
+            if parent not in self.machines or parent == mid:
+                parent = None
+            children.setdefault(parent, []).append(mid)
+        keep: set[str] | None = None
+        if query:
+            keep = set()
+            for mid in self.machines:
+                if query in mid.lower():
+                    cur: str | None = mid
+                    seen: set[str] = set()
+                    while cur is not None and cur in self.machines and cur not in seen:
+                        seen.add(cur)
+                        keep.add(cur)
+                        cur = self.machines[cur].record.parent_id
+        rows: list[TreeRow] = []
+        visited: set[str] = set()
+
+        def add(mid: str, parent: str | None, depth: int) -> None:
+            visited.add(mid)
+            entry = self.machines[mid]
+            rows.append(
+                TreeRow(
+                    machine_id=mid,
+                    parent_id=parent,
+                    depth=depth,
+                    status=entry.status,
+                    count=entry.count,
+                    errors=entry.errors,
+                    has_children=bool(children.get(mid)),
+                    match=not query or query in mid.lower(),
+                )
+            )
+            walk(mid, depth + 1)
+
+        def walk(parent: str | None, depth: int) -> None:
+            for mid in children.get(parent, ()):
+                if mid not in visited and (keep is None or mid in keep):
+                    add(mid, parent, depth)
+
+        walk(None, 0)
+        # machines whose parents form a cycle reach no root: show the first of each
+        # cycle as a root rather than hide them
+        for mid in sorted(self.machines):
+            if mid not in visited and (keep is None or mid in keep):
+                add(mid, None, 0)
+        return rows
+
+    # -- selection and cursor (pure) -----------------------------------------------------
+
+    @property
+    def entry(self) -> MachineEntry | None:
+        """The selected machine's entry."""
+        return None if self.selected is None else self.machines.get(self.selected)
+
+    def select(self, machine_id: str) -> None:
+        """Select a machine; its cursor is where the user left it, else its last record.
+
+        Raises:
+            KeyError: for a machine the session has not seen.
+        """
+        if machine_id not in self.machines:
+            raise KeyError(f"unknown machine {machine_id!r}")
+        self.selected = machine_id
+        entry = self.machines[machine_id]
+        if self.follow or machine_id not in self.cursors:
+            self.cursors[machine_id] = entry.count - 1
+
+    @property
+    def count(self) -> int:
+        entry = self.entry
+        return 0 if entry is None else entry.count
+
+    @property
+    def cursor(self) -> int:
+        """The selected machine's current seq, -1 when it has no records (or none selected)."""
+        if self.selected is None:
+            return -1
+        return min(self.cursors.get(self.selected, -1), self.count - 1)
+
+    def goto(self, seq: int) -> int:
+        """Move the cursor to ``seq`` (clamped). Moving before the last record stops
+        following the tail; moving to the last one does not start it (``last`` does).
+
+        Returns:
+            The new cursor.
+        """
+        if self.selected is None:
+            return -1
+        last = self.count - 1
+        first = min(self.machines[self.selected].first, last)
+        seq = max(first, min(seq, last)) if last >= 0 else -1
+        self.cursors[self.selected] = seq
+        if seq < last:
+            self.follow = False
+        return seq
+
+    def step(self, delta: int) -> int:
+        """Move the cursor by ``delta`` records (negative is back in time)."""
+        return self.goto(self.cursor + delta)
+
+    def first(self) -> int:
+        """Jump to the oldest stored record."""
+        return self.goto(0)
+
+    def last(self) -> int:
+        """Jump to the last record and follow the live tail again."""
+        self.follow = True
+        return self.goto(self.count - 1)
+
+    def set_follow(self, on: bool) -> None:
+        self.follow = on
+        if on:
+            self.playing = False
+            self.goto(self.count - 1)
+
+    def toggle_play(self) -> bool:
+        """Start or stop playing; playing from the end restarts from the first record.
+
+        Returns:
+            Whether it is playing now.
+        """
+        if self.playing:
+            self.playing = False
+        elif self.count > 0:
+            if self.cursor >= self.count - 1:
+                self.goto(0)
+            self.follow = False
+            self.playing = True
+        return self.playing
+
+    def play_tick(self) -> bool:
+        """Advance one record while playing; stop at the last record.
+
+        Returns:
+            Whether the cursor moved.
+        """
+        if not self.playing:
+            return False
+        before = self.cursor
+        self.goto(before + 1)
+        if self.cursor >= self.count - 1:
+            self.playing = False
+        return self.cursor != before
+
+    # -- views (I/O) ---------------------------------------------------------------------
+
+    def clocks_at(self, machine_id: str, seq: int) -> tuple[int, ...]:
+        """I/O: the clock vector after record ``seq`` (zeros for ``seq < 0``).
+
+        Uses a nearby cached vector plus a short replay when it can (a step costs one
+        record), else the backend's ``state_at`` (one snapshot read plus a replay).
+        """
+        clocks = self._clocks(machine_id, seq, io=True)
+        assert clocks is not None
+        return clocks
+
+    def _clocks(self, machine_id: str, seq: int, *, io: bool) -> tuple[int, ...] | None:
+        schema = self.machines[machine_id].record.schema
+        if seq < 0:
+            return (0,) * len(schema)
+        hit = self.clocks.get(machine_id, seq)
+        if hit is not None:
+            return hit
+        near = self.clocks.nearest_below(machine_id, seq)
+        limit = ClockCache.REPLAY_LIMIT if io else ClockCache.REPLAY_LIMIT_CACHED
+        if near is not None and seq - near[0] <= limit:
+            mt = MachineTime(len(schema), near[1])
+            if io:
+                self.pages.load(self.backend, machine_id, near[0] + 1, seq + 1)
+            ok = True
+            for s in range(near[0] + 1, seq + 1):
+                rec = self.pages.get(machine_id, s)
+                if rec is None:
+                    ok = False
+                    break
+                mt.apply(rec, strict=False)
+            if ok:
+                clocks = tuple(mt.clocks)
+                self.clocks.put(machine_id, seq, clocks)
+                return clocks
+        if not io:
+            return None
+        assert self.state_at_fn is not None
+        clocks = tuple(self.state_at_fn(self.backend, machine_id, seq))
+        self.clocks.put(machine_id, seq, clocks)
+        return clocks
+
+    def load_rows(self, machine_id: str, start: int, end: int) -> int:
+        """I/O: cache the records ``[start, end)`` (clamped); returns backend reads made."""
+        entry = self.machines.get(machine_id)
+        if entry is None:
+            return 0
+        start, end = max(entry.first, start), min(end, entry.count)
+        if start >= end:
+            return 0
+        return self.pages.load(self.backend, machine_id, start, end)
+
+    def view(self, machine_id: str, seq: int) -> CursorView:
+        """I/O: the state tree, record and details of ``machine_id`` at ``seq``.
+
+        Raises:
+            BackendError: when the backend cannot be read.
+        """
+        view = self._view(machine_id, seq, io=True)
+        assert view is not None
+        return view
+
+    def cached_view(self, machine_id: str, seq: int) -> CursorView | None:
+        """The view at ``seq`` from caches alone, or None when it needs a backend read.
+
+        A step next to the previous cursor is answered here: its record is in a cached
+        page and its clocks are one record away from cached ones, so the UI shows it
+        without a round trip through a worker.
+        """
+        return self._view(machine_id, seq, io=False)
+
+    def _view(self, machine_id: str, seq: int, *, io: bool) -> CursorView | None:
+        entry = self.machines[machine_id]
+        schema = entry.record.schema
+        count = entry.count
+        seq = min(seq, count - 1)
+        if seq < 0:
+            rows = state_rows(schema, (0,) * len(schema))
+            return CursorView(machine_id, -1, count, None, tuple(rows), (), None)
+        if io:
+            self.pages.load(self.backend, machine_id, seq, seq + 1)
+        record = self.pages.get(machine_id, seq)
+        if record is None:
+            if not io:
+                return None
+            raise BackendError(f"{machine_id}: record {seq} cannot be read")
+        clocks = self._clocks(machine_id, seq, io=io)
+        if clocks is None:
+            return None
+        if record.kind in RESET_KINDS:
+            before = self._clocks(machine_id, seq - 1, io=io)
+            if before is None:
+                return None
+            changes = MachineTime(len(schema), before).changes(record)
+        else:
+            # undo the record's own changes: cheaper than a seek, and it leaves the
+            # clocks before it cached, so stepping back costs no backend read either
+            changes = (tuple(record.exited), tuple(record.entered))
+            undo = list(clocks)
+            for i in (*record.exited, *record.entered):
+                if 0 <= i < len(undo):
+                    undo[i] -= 1
+            if seq > 0:
+                self.clocks.put(machine_id, seq - 1, undo)
+        rows = state_rows(schema, clocks, record, changes)
+        return CursorView(
+            machine_id,
+            seq,
+            count,
+            record,
+            tuple(rows),
+            tuple(details(schema, record)),
+            log_row(schema, record),
+        )
+
+    def row(self, machine_id: str, seq: int) -> LogRow | None:
+        """The log line of a cached record, None when its page is not loaded (no I/O)."""
+        rec = self.pages.get(machine_id, seq)
+        entry = self.machines.get(machine_id)
+        if rec is None or entry is None:
+            return None
+        return log_row(entry.record.schema, rec)
+
+    def describe(self) -> str:
+        """One line for the log's title: position, follow and play state."""
+        if self.selected is None:
+            return "no machine"
+        flags = []
+        if self.follow:
+            flags.append("following")
+        if self.playing:
+            flags.append("playing")
+        pos = f"seq {self.cursor}/{self.count - 1}" if self.count else "no records"
+        return " · ".join([self.selected, pos, *flags])

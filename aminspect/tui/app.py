@@ -1,0 +1,668 @@
+"""The inspector App: lays out the panels, maps keys to session moves, runs the workers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer, Input
+from textual.worker import get_current_worker
+
+from aminspect.server import Disposed, GapStored, MachineDeclared, Stored
+from aminspect.session import JUMP, CursorView, MachinesUpdate, Session
+from aminspect.tui.commands import InspectorCommands
+from aminspect.tui.screens import GoToSeqScreen, HelpScreen
+from aminspect.tui.widgets import (
+    DetailsPane,
+    HeaderBar,
+    MachineTree,
+    StateTree,
+    TransitionLog,
+)
+from backends.base import BackendError
+
+if TYPE_CHECKING:
+    from aminspect.server import IngestEvent, IngestServer
+
+__all__ = ["InspectorApp"]
+
+# Actions that move the cursor with keys an Input also uses (arrows, home/end): they are
+# priority bindings so they work whichever panel has focus, and are switched off while
+# an Input (search, go to) or a modal screen has focus.
+CURSOR_ACTIONS = frozenset({"step", "first", "last"})
+
+# records per read of the background error count: a read decodes in C holding the GIL,
+# so small chunks keep the UI thread's waits short
+ERROR_SCAN_CHUNK = 512
+
+# What the markers on screen mean, for the help screen.
+LEGEND: list[tuple[str, str]] = [
+    ("● ○ ·", "machine: live / disconnected / recorded;  !N  records with an error"),
+    ("● ○", "state active / inactive;  ◆ ◇  a parallel region;  ∥  parallel state"),
+    ("+ - ±", "the cursor record entered / exited / re-entered the state"),
+    ("*", "the cursor record names (calls) the state"),
+    ("!", "an error state (Exception, Err*, *Error, *Failed)"),
+    ("✓ ✗ !", "log outcome: accepted / not accepted / error"),
+    ("number", "a state's clock: +1 on enter and on exit; odd means active"),
+]
+
+
+class InspectorApp(App[None]):
+    """The inspector: machine tree, state tree, transition log and details at a cursor.
+
+    Args:
+        session: the model (it holds the backend).
+        server: an ingest server to run while the app runs (None for a read-only source).
+        source: what to show in the header for a read-only source.
+        on_listening: called with the server's URL once it listens (``aminspect demo``
+            starts its child process from here).
+        play_interval: seconds between records while playing.
+        poll_interval: seconds between refreshes of live counts and the header.
+    """
+
+    # absolute, so that subclasses defined elsewhere (tests, benchmarks) find it too
+    CSS_PATH = Path(__file__).with_name("app.tcss")
+    TITLE = "aminspect"
+    COMMANDS = App.COMMANDS | {InspectorCommands}
+    ENABLE_COMMAND_PALETTE = True
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("left", "step(-1)", "Step", key_display="←→", priority=True),
+        Binding("right", "step(1)", "Step forward", show=False, priority=True),
+        Binding("pageup", f"step(-{JUMP})", f"±{JUMP}", key_display="PgUp/Dn", priority=True),
+        Binding("pagedown", f"step({JUMP})", f"Jump +{JUMP}", show=False, priority=True),
+        Binding("home", "first", "First", show=False, priority=True),
+        Binding("end", "last", "Last", show=False, priority=True),
+        Binding("k", "step(-1)", "Step back", show=False),
+        Binding("j", "step(1)", "Step forward", show=False),
+        Binding("K", f"step(-{JUMP})", f"Jump -{JUMP}", show=False),
+        Binding("J", f"step({JUMP})", f"Jump +{JUMP}", show=False),
+        Binding("g", "first", "First", show=False),
+        Binding("G", "last", "Last", show=False),
+        Binding("colon", "goto", "Go to", key_display=":"),
+        Binding("f", "toggle_follow", "Follow"),
+        Binding("p", "toggle_play", "Play"),
+        Binding("slash", "search", "Search", key_display="/"),
+        Binding("m", "focus_machines", "Machines", show=False),
+        Binding("left_square_bracket", "next_machine(-1)", "Prev machine", show=False),
+        Binding("right_square_bracket", "next_machine(1)", "Next machine", show=False),
+        Binding("escape", "escape", "Leave search", show=False),
+        Binding("t", "toggle_theme", "Light/dark", show=False),
+        Binding("question_mark,f1", "help", "Help", key_display="?"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    class ViewReady(Message):
+        """A worker computed the view at the cursor."""
+
+        def __init__(self, view: CursorView) -> None:
+            super().__init__()
+            self.view = view
+
+    class RowsLoaded(Message):
+        """A worker cached rows of the log (coalesces)."""
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, InspectorApp.RowsLoaded)
+
+    class MachinesFetched(Message):
+        """A worker read machine records and counts."""
+
+        def __init__(self, update: MachinesUpdate) -> None:
+            super().__init__()
+            self.update = update
+
+    class ErrorsCounted(Message):
+        """A worker counted the error records of ``[start, end)`` (``done`` ends a scan)."""
+
+        def __init__(
+            self, machine_id: str, start: int, end: int, errors: int, done: bool = False
+        ) -> None:
+            super().__init__()
+            self.machine_id = machine_id
+            self.start = start
+            self.end = end
+            self.errors = errors
+            self.done = done
+
+    class LoadFailed(Message):
+        """A backend read failed; ``error`` is one line."""
+
+        def __init__(self, error: str) -> None:
+            super().__init__()
+            self.error = error
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        server: IngestServer | None = None,
+        source: str | None = None,
+        on_listening: Callable[[str], object] | None = None,
+        play_interval: float = 0.1,
+        poll_interval: float = 0.25,
+    ) -> None:
+        super().__init__()
+        self.session = session
+        self.server = server
+        self.source = source if source is not None else session.backend.url
+        self.on_listening = on_listening
+        self.play_interval = play_interval
+        self.poll_interval = poll_interval
+        self.view: CursorView | None = None  # what the panels show now
+        self.listen_error: str | None = None
+        self._dirty: set[str] = set()
+        self._disposed: set[str] = set()
+        self._status_dirty = False
+        self._fetching = False
+        self._scanning = False
+        self._main_screen: Screen[object] | None = None
+
+    # -- layout ----------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield HeaderBar(id="header")
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield Input(placeholder="/ search machines", id="search")
+                yield MachineTree(id="machines")
+                yield StateTree(id="states")
+            with Vertical(id="right"):
+                yield TransitionLog(self.session.row, id="log")
+                yield DetailsPane(id="details")
+        yield Footer(compact=True)
+
+    @property
+    def machine_tree(self) -> MachineTree:
+        return self.main_screen.query_one(MachineTree)
+
+    @property
+    def state_tree(self) -> StateTree:
+        return self.main_screen.query_one(StateTree)
+
+    @property
+    def log_view(self) -> TransitionLog:
+        return self.main_screen.query_one(TransitionLog)
+
+    @property
+    def details_pane(self) -> DetailsPane:
+        return self.main_screen.query_one(DetailsPane)
+
+    @property
+    def header_bar(self) -> HeaderBar:
+        return self.main_screen.query_one(HeaderBar)
+
+    @property
+    def main_screen(self) -> Screen[object]:
+        """The screen with the panels (``app.query`` would search a modal on top)."""
+        if self._main_screen is None:
+            self._main_screen = self.screen_stack[0]
+        return self._main_screen
+
+    def on_mount(self) -> None:
+        self._main_screen = self.screen
+        self.machine_tree.border_title = "machines"
+        self.state_tree.border_title = "states"
+        self.details_pane.border_title = "record"
+        self.details_pane.show_message("no record")
+        self.state_tree.show_states([])
+        self._update_titles()
+        self._update_header()
+        self.log_view.focus()
+        self._play_timer = self.set_interval(self.play_interval, self._play_tick, pause=True)
+        if self.server is not None:
+            self.run_worker(self._start_server(), group="server", exclusive=True)
+            self.set_interval(self.poll_interval, self._poll)
+        self._start_fetch(None)
+
+    async def _start_server(self) -> None:
+        assert self.server is not None
+        try:
+            await self.server.start()
+        except OSError as exc:
+            host, port = self.server.address
+            self.listen_error = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+            self.notify(self.listen_error, severity="error", timeout=10)
+            self._update_header()
+            return
+        self.server.add_listener(self._on_ingest)
+        self.log_view.empty_hint = (
+            f"waiting for tracers; run your app with\nAMINSPECT_URL={self.server.url}"
+        )
+        self.log_view.refresh()
+        self._update_header()
+        if self.on_listening is not None:
+            self.on_listening(self.server.url)
+
+    async def on_unmount(self) -> None:
+        if self.server is not None:
+            self.server.remove_listener(self._on_ingest)
+            await self.server.stop()
+
+    # -- live ingest -----------------------------------------------------------------------
+
+    def _on_ingest(self, event: IngestEvent) -> None:
+        """Server listener, on the event loop: note what changed; ``_poll`` acts on it, so
+        a burst of ten thousand records costs one refresh, not ten thousand."""
+        if isinstance(event, Stored | GapStored):
+            self._dirty.add(event.machine_id)
+        elif isinstance(event, MachineDeclared):
+            self._dirty.add(event.machine.id)
+            self._disposed.discard(event.machine.id)
+            self._status_dirty = True
+        elif isinstance(event, Disposed):
+            self._disposed.add(event.machine_id)
+            self._status_dirty = True
+        else:
+            self._status_dirty = True
+
+    def live_machines(self) -> set[str]:
+        """Machines a connected tracer streams now."""
+        if self.server is None:
+            return set()
+        live: set[str] = set()
+        for ids in self.server.machines_per_connection.values():
+            live |= ids
+        return live - self._disposed
+
+    def _poll(self) -> None:
+        self._update_header()
+        if self._status_dirty:
+            self._status_dirty = False
+            if self.session.set_live(self.live_machines()):
+                self._refresh_tree()
+        if self._dirty and not self._fetching:
+            dirty, self._dirty = self._dirty, set()
+            self._start_fetch(dirty)
+
+    def refresh_now(self) -> None:
+        """Apply what the server reported so far (tests call this instead of waiting)."""
+        self._poll()
+
+    def _start_fetch(self, ids: Iterable[str] | None) -> None:
+        self._fetching = True
+        self._fetch_machines(None if ids is None else list(ids))
+
+    @work(thread=True, group="machines")
+    def _fetch_machines(self, ids: list[str] | None) -> None:
+        try:
+            update = self.session.fetch_machines(ids)
+        except BackendError as exc:
+            self.post_message(self.LoadFailed(str(exc)))
+            update = MachinesUpdate((), {}, {})
+        self.post_message(self.MachinesFetched(update))
+
+    def on_inspector_app_machines_fetched(self, message: MachinesFetched) -> None:
+        self._fetching = False
+        before = (self.session.selected, self.session.count, self.session.cursor)
+        changed = self.session.apply_machines(message.update)
+        if self.server is not None:
+            changed = self.session.set_live(self.live_machines()) or changed
+        if changed:
+            self._refresh_tree()
+        after = (self.session.selected, self.session.count, self.session.cursor)
+        if after != before or self.view is None:
+            self.refresh_cursor()
+        self._start_error_scan()
+
+    # -- error counts, in the background ---------------------------------------------------
+
+    def _start_error_scan(self) -> None:
+        if not self._scanning:
+            plan = self.session.error_scan_plan()
+            if plan:
+                self._scanning = True
+                self._scan_errors(plan)
+
+    @work(thread=True, group="errors")
+    def _scan_errors(self, plan: list[tuple[str, int, int]]) -> None:
+        """Count error records chunk by chunk, reading storage the user does not wait on:
+        a 1M-record history opens at once and its error markers fill in after."""
+        try:
+            for machine_id, start, end in plan:
+                pos = start
+                while pos < end:
+                    stop = min(end, pos + ERROR_SCAN_CHUNK)
+                    errors = self.session.count_errors(machine_id, pos, stop)
+                    self.post_message(self.ErrorsCounted(machine_id, pos, stop, errors))
+                    pos = stop
+                    time.sleep(0.001)  # leave the GIL to the UI thread between chunks
+        except BackendError as exc:
+            self.post_message(self.LoadFailed(str(exc)))
+        finally:
+            self.post_message(self.ErrorsCounted("", 0, 0, 0, done=True))
+
+    def on_inspector_app_errors_counted(self, message: ErrorsCounted) -> None:
+        if message.done:
+            self._scanning = False
+            self._start_error_scan()  # records that arrived meanwhile
+        elif message.errors:
+            if self.session.apply_errors(
+                message.machine_id, message.start, message.end, message.errors
+            ):
+                self._refresh_tree()
+        else:
+            self.session.apply_errors(message.machine_id, message.start, message.end, 0)
+
+    def _update_header(self) -> None:
+        header = self.header_bar
+        if self.server is None:
+            header.show_source(self.source)
+        elif self.listen_error is not None:
+            header.show_source(self.listen_error, "not listening")
+        else:
+            dropped = self.server.dropped
+            header.show_live(
+                self.server.url, len(self.server.connections), self.server.ingest_rate, dropped
+            )
+
+    # -- showing the cursor ------------------------------------------------------------------
+
+    def _refresh_tree(self) -> None:
+        self.machine_tree.show_rows(self.session.tree_rows(), self.session.selected)
+
+    def _update_titles(self) -> None:
+        s = self.session
+        self.log_view.border_title = s.describe()
+        self.state_tree.border_title = f"states @ {s.cursor}" if s.cursor >= 0 else "states"
+
+    def refresh_cursor(self) -> None:
+        """Point every panel at the session's cursor: the log now, the rest when the view
+        worker reports back."""
+        s = self.session
+        entry = s.entry
+        self.log_view.show(s.selected, s.count, s.cursor, entry.first if entry else 0)
+        self._update_titles()
+        if s.selected is None:
+            return
+        start, end = self.log_view.visible_window()
+        view = s.cached_view(s.selected, s.cursor)
+        if view is not None:
+            # a step within cached pages: no worker round trip (a redraw, not a read)
+            self.workers.cancel_group(self, "view")
+            self.show_view(view)
+            first = s.machines[s.selected].first
+            if max(start, first) < end and s.pages.missing(s.selected, max(start, first), end):
+                self._load_rows(s.selected, max(start, first), end)
+            return
+        self._load_view(s.selected, s.cursor, start, end)
+
+    @work(thread=True, exclusive=True, group="view")
+    def _load_view(self, machine_id: str, seq: int, start: int, end: int) -> None:
+        worker = get_current_worker()
+        try:
+            self.session.load_rows(machine_id, start, end)
+            view = self.session.view(machine_id, seq)
+        except BackendError as exc:
+            self.post_message(self.LoadFailed(str(exc)))
+            return
+        if not worker.is_cancelled:
+            self.post_message(self.ViewReady(view))
+
+    def on_inspector_app_view_ready(self, message: ViewReady) -> None:
+        view = message.view
+        if view.machine_id != self.session.selected or view.seq != self.session.cursor:
+            return  # the cursor moved on; a newer view is on its way
+        self.show_view(view)
+
+    def show_view(self, view: CursorView) -> None:
+        self.view = view
+        self.state_tree.show_states(view.states)
+        if view.record is None:
+            self.details_pane.border_title = "record"
+            self.details_pane.show_message("no records yet")
+        else:
+            self.details_pane.border_title = f"record {view.record.id}"
+            self.details_pane.show_details(view.details)
+        self.log_view.refresh_rows()
+
+    @on(TransitionLog.WindowChanged)
+    def _window_changed(self, message: TransitionLog.WindowChanged) -> None:
+        entry = self.session.machines.get(message.machine_id)
+        start = max(message.start, entry.first if entry is not None else 0)
+        if start < message.end and self.session.pages.missing(
+            message.machine_id, start, message.end
+        ):
+            self._load_rows(message.machine_id, start, message.end)
+
+    @work(thread=True, exclusive=True, group="rows")
+    def _load_rows(self, machine_id: str, start: int, end: int) -> None:
+        try:
+            self.session.load_rows(machine_id, start, end)
+        except BackendError as exc:
+            self.post_message(self.LoadFailed(str(exc)))
+            return
+        self.post_message(self.RowsLoaded())
+
+    def on_inspector_app_rows_loaded(self) -> None:
+        self.log_view.refresh_rows()
+
+    def on_inspector_app_load_failed(self, message: LoadFailed) -> None:
+        self.notify(message.error, severity="error", timeout=8)
+
+    @on(TransitionLog.Clicked)
+    def _clicked(self, message: TransitionLog.Clicked) -> None:
+        self.session.goto(message.seq)
+        self.refresh_cursor()
+
+    @on(MachineTree.Chosen)
+    def _chosen(self, message: MachineTree.Chosen) -> None:
+        self.choose(message.machine_id)
+
+    def choose(self, machine_id: str) -> None:
+        """Select a machine everywhere."""
+        if machine_id not in self.session.machines:
+            return
+        self.session.select(machine_id)
+        self._refresh_tree()
+        self.refresh_cursor()
+
+    # -- search --------------------------------------------------------------------------
+
+    @on(Input.Changed, "#search")
+    def _search_changed(self, event: Input.Changed) -> None:
+        self.session.search = event.value
+        self._refresh_tree()
+
+    @on(Input.Submitted, "#search")
+    def _search_submitted(self, event: Input.Submitted) -> None:
+        matches = [r for r in self.session.tree_rows() if r.match]
+        if matches:
+            self.choose(matches[0].machine_id)
+        self.machine_tree.focus()
+
+    # -- actions -----------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        blocked = isinstance(self.screen, ModalScreen) or isinstance(self.focused, Input)
+        return not (action in CURSOR_ACTIONS and blocked)
+
+    def action_step(self, delta: int) -> None:
+        """Move the cursor ``delta`` records (negative: back in time)."""
+        self.session.playing = False
+        self._play_timer.pause()
+        self.session.step(delta)
+        self.refresh_cursor()
+
+    def action_first(self) -> None:
+        self.session.first()
+        self.refresh_cursor()
+
+    def action_last(self) -> None:
+        self.session.last()
+        self.refresh_cursor()
+
+    def action_goto(self) -> None:
+        if self.session.count == 0:
+            self.notify("no records to go to")
+            return
+
+        def done(seq: int | None) -> None:
+            if seq is not None:
+                self.session.goto(seq)
+                self.refresh_cursor()
+
+        self.push_screen(GoToSeqScreen(self.session.count - 1), done)
+
+    def action_toggle_follow(self) -> None:
+        self.session.set_follow(not self.session.follow)
+        self._play_timer.pause()
+        self.refresh_cursor()
+
+    def action_toggle_play(self) -> None:
+        if self.session.toggle_play():
+            self._play_timer.resume()
+        else:
+            self._play_timer.pause()
+        self.refresh_cursor()
+
+    def _play_tick(self) -> None:
+        moved = self.session.play_tick()
+        if not self.session.playing:
+            self._play_timer.pause()
+        if moved or not self.session.playing:
+            self.refresh_cursor()
+
+    def action_play_tick(self) -> None:
+        """One step of playback (the play timer's tick)."""
+        self._play_tick()
+
+    def action_search(self) -> None:
+        self.main_screen.query_one("#search", Input).focus()
+
+    def action_escape(self) -> None:
+        if isinstance(self.focused, Input):
+            self.machine_tree.focus()
+
+    def action_next_machine(self, delta: int) -> None:
+        ids = [r.machine_id for r in self.session.tree_rows()]
+        if not ids:
+            return
+        cur = ids.index(self.session.selected) if self.session.selected in ids else -1
+        self.choose(ids[(cur + delta) % len(ids)])
+        node = self.machine_tree._by_id.get(self.session.selected or "")
+        if node is not None:
+            self.machine_tree.move_cursor(node)
+
+    def action_focus_machines(self) -> None:
+        self.machine_tree.focus()
+
+    def action_focus_details(self) -> None:
+        self.details_pane.focus()
+
+    def action_toggle_theme(self) -> None:
+        self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
+
+    def watch_theme(self) -> None:
+        # component styles are baked into rendered lines: render them again
+        if self._main_screen is not None:
+            self._refresh_tree()
+            if self.view is not None:
+                self.show_view(self.view)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.help_sections()))
+
+    # -- what the help screen and the palette list -------------------------------------------
+
+    def key_table(self) -> list[tuple[str, str]]:
+        """Every key binding of the app and the log, as (keys, description)."""
+        rows: dict[str, list[str]] = {}
+        order: list[str] = []
+        bindings: list[Binding] = [b for b in self.BINDINGS if isinstance(b, Binding)]
+        bindings += [b for b in TransitionLog.BINDINGS if isinstance(b, Binding)]
+        for b in bindings:
+            desc = _DESCRIPTIONS.get(b.action, b.description)
+            if desc not in rows:
+                rows[desc] = []
+                order.append(desc)
+            for key in b.key.split(","):
+                shown = _KEY_NAMES.get(key, key)
+                if shown not in rows[desc]:
+                    rows[desc].append(shown)
+        return [(" ".join(rows[d]), d) for d in order]
+
+    def help_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        return [
+            ("Keys", self.key_table()),
+            (
+                "Panels and mouse",
+                [
+                    ("tab shift+tab", "move focus between panels"),
+                    ("↑ ↓ enter", "in the machine tree: move, select a machine"),
+                    ("click", "select a machine, or move the cursor to a log row"),
+                    ("wheel", "scroll a panel (the cursor stays where it is)"),
+                    ("ctrl+p", "command palette: every action, select any machine"),
+                ],
+            ),
+            ("Markers", LEGEND),
+        ]
+
+    def palette_actions(self) -> list[tuple[str, str, str]]:
+        """(title, help, action) for the command palette: every action of the app."""
+        return [(title, help_text, action) for action, title, help_text in _PALETTE]
+
+
+_KEY_NAMES = {
+    "left": "←",
+    "right": "→",
+    "up": "↑",
+    "down": "↓",
+    "colon": ":",
+    "slash": "/",
+    "question_mark": "?",
+    "left_square_bracket": "[",
+    "right_square_bracket": "]",
+}
+
+_DESCRIPTIONS = {
+    "step(-1)": "step back one record",
+    "step(1)": "step forward one record",
+    f"step(-{JUMP})": f"jump back {JUMP} records",
+    f"step({JUMP})": f"jump forward {JUMP} records",
+    "first": "first record",
+    "last": "last record (and follow the live tail)",
+    "goto": "go to a seq",
+    "toggle_follow": "follow the live tail on/off",
+    "toggle_play": "play / pause",
+    "app.step(-1)": "step back one record",
+    "app.step(1)": "step forward one record",
+    "app.toggle_play": "play / pause",
+    "app.focus_details": "in the log: focus the details pane",
+    "search": "search machines (type to filter, enter selects)",
+    "focus_machines": "focus the machine tree",
+    "next_machine(-1)": "previous machine",
+    "next_machine(1)": "next machine",
+    "escape": "leave the search box",
+    "toggle_theme": "light / dark theme",
+    "help": "this help",
+    "quit": "quit",
+}
+
+_PALETTE: list[tuple[str, str, str]] = [
+    ("step(-1)", "Step back", "move the cursor one record back"),
+    ("step(1)", "Step forward", "move the cursor one record forward"),
+    (f"step(-{JUMP})", f"Jump back {JUMP}", f"move the cursor {JUMP} records back"),
+    (f"step({JUMP})", f"Jump forward {JUMP}", f"move the cursor {JUMP} records forward"),
+    ("first", "First record", "move the cursor to the first record"),
+    ("last", "Last record", "move the cursor to the last record and follow the tail"),
+    ("goto", "Go to seq", "jump to a seq number"),
+    ("toggle_follow", "Toggle follow tail", "keep the cursor on the newest record"),
+    ("toggle_play", "Play / pause", "replay records one by one"),
+    ("search", "Search machines", "filter the machine tree"),
+    ("focus_machines", "Focus machine tree", "move the keyboard focus to the machines"),
+    ("next_machine(1)", "Next machine", "select the next machine in the tree"),
+    ("next_machine(-1)", "Previous machine", "select the previous machine in the tree"),
+    ("focus_details", "Focus details", "scroll the record details"),
+    ("toggle_theme", "Toggle light/dark theme", "switch between textual-dark and -light"),
+    ("help", "Help", "every key and marker"),
+    ("quit", "Quit", "leave aminspect"),
+]
