@@ -25,6 +25,18 @@ assert not bad, "imported " + ", ".join(bad)
         ),
         (["backends", "backends.registry"], ["textual", "aminspect"]),
         (["aminspect", "aminspect.cli"], ["textual"]),
+        (
+            [
+                "aminspect.commands",
+                "aminspect.commands.data",
+                "aminspect.commands.live",
+                "aminspect.commands.machines",
+                "aminspect.resurrect",
+                "aminspect.divergence",
+                "aminspect.export",
+            ],
+            ["textual", "aminspect.tui"],
+        ),
     ],
 )
 def test_lower_layers_import_nothing_above_them(modules, banned):
