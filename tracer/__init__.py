@@ -5,7 +5,7 @@ Importing this package imports only the standard library, msgpack and websockets
 
 from tracer._version import __version__
 from tracer.adapters.manual import ManualMachine
-from tracer.attach import UnsupportedMachine, attach, default_sink
+from tracer.attach import UnsupportedMachine, attach, attach_from_env, default_sink
 from tracer.core import Stats, TraceHandle
 from tracer.machine_time import MachineTime, TimeRecord, time_records
 from tracer.records import (
@@ -18,6 +18,7 @@ from tracer.records import (
     transition_id,
 )
 from tracer.sinks import MemorySink, Sink
+from tracer.ws_sink import WebSocketSink
 
 __all__ = [
     "Kind",
@@ -34,8 +35,10 @@ __all__ = [
     "TransitionRecord",
     "TransitionSpec",
     "UnsupportedMachine",
+    "WebSocketSink",
     "__version__",
     "attach",
+    "attach_from_env",
     "default_sink",
     "time_records",
     "transition_id",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import os
+import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,6 +19,7 @@ __all__ = [
     "AttachContext",
     "UnsupportedMachine",
     "attach",
+    "attach_from_env",
     "default_sink",
     "new_machine_id",
 ]
@@ -46,6 +49,9 @@ class AttachContext:
     parent_id: str | None = None
     sanitizer: Sanitizer | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # adapter-specific, see each adapter
+    # (machine id, mach_tick) per channel opened, in order: resurrected machines.
+    restore: list[tuple[str, int]] = field(default_factory=list)
     _names_used: int = 0
 
     def machine_id(self, base: str) -> str:
@@ -59,7 +65,11 @@ class AttachContext:
         if machine.parent_id is None:
             machine.parent_id = self.parent_id
         machine.tags = {**self.tags, **machine.tags}
+        restoring = bool(self.restore)
+        if restoring:
+            machine.id, machine.mach_tick = self.restore.pop(0)
         channel = Channel(machine, self.dispatcher)
+        channel.restoring = restoring
         self.dispatcher.add(channel)
         return channel
 
@@ -76,7 +86,7 @@ def _adapters() -> list[Adapter]:
     # Imported here so that tracing one library never imports the other.
     from tracer.adapters import manual, statemachine, transitions
 
-    return [manual, transitions, statemachine]  # type: ignore[list-item]
+    return [manual, transitions, statemachine]
 
 
 _default_sink: MemorySink | None = None
@@ -99,6 +109,9 @@ def attach(
     sanitizer: Sanitizer | None = None,
     tags: Mapping[str, str] | None = None,
     buffer_size: int = DEFAULT_BUFFER,
+    options: Mapping[str, Any] | None = None,
+    url: str | None = None,
+    restore: Sequence[tuple[str, int]] = (),
 ) -> TraceHandle:
     """Trace a state machine without changing its definition or behaviour.
 
@@ -112,16 +125,40 @@ def attach(
         sanitizer: ``f(args, kwargs) -> value`` to redact event arguments.
         tags: string labels stored with the machine record.
         buffer_size: records held for the sender before the oldest are dropped as a gap.
+        url: ship to an aminspect server at ``ws://`` or ``wss://`` (one shared
+            WebSocketSink per URL; the token comes from AMINSPECT_TOKEN). Exclusive
+            with ``sink``.
+        options: adapter-specific switches (documented in each adapter module).
+        restore: ``(machine id, mach_tick)`` for the machine instances this call traces,
+            in the order the adapter opens them (the models of a ``transitions`` machine
+            in ``machine.models`` order): each continues that machine's history under
+            that id and tick, starting with a ``restore`` record instead of ``init``.
+            ``aminspect.resurrect`` passes it; app code rarely needs it.
 
     Returns:
         A TraceHandle with ``detach()``, ``flush(timeout)`` and ``stats``.
 
     Raises:
         UnsupportedMachine: when no adapter handles ``machine``.
+        ValueError: when both ``sink`` and ``url`` are given, or ``url`` is not ws(s)://.
     """
+    if url is not None:
+        if sink is not None:
+            raise ValueError("attach() takes a sink or a url, not both")
+        from tracer.ws_sink import sink_for_url
+
+        sink = sink_for_url(url, os.environ.get("AMINSPECT_TOKEN") or None)
     parent_id = parent.machine_id if isinstance(parent, TraceHandle) else parent
     dispatcher = dispatcher_for(sink if sink is not None else default_sink(), buffer_size)
-    ctx = AttachContext(dispatcher, name, parent_id, sanitizer, dict(tags or {}))
+    ctx = AttachContext(
+        dispatcher,
+        name,
+        parent_id,
+        sanitizer,
+        dict(tags or {}),
+        dict(options or {}),
+        [(str(mid), int(tick)) for mid, tick in restore],
+    )
     for adapter in _adapters():
         if adapter.accepts(machine):
             channels, detach = adapter.attach(machine, ctx)
@@ -130,3 +167,31 @@ def attach(
         f"cannot trace {type(machine).__qualname__}: expected a transitions machine, "
         "a python-statemachine machine or a tracer.ManualMachine"
     )
+
+
+def attach_from_env(machine: Any, **kw: Any) -> TraceHandle | None:
+    """Trace ``machine`` to ``$AMINSPECT_URL`` when it is set, else do nothing.
+
+    ``$AMINSPECT_TOKEN`` is sent as the token. Never raises for a bad environment: an
+    invalid URL is reported on stderr and tracing stays off.
+
+    Args:
+        machine: anything ``attach()`` accepts.
+        kw: passed to ``attach()`` (name, parent, sanitizer, tags, buffer_size, ...).
+
+    Returns:
+        The TraceHandle, or None when AMINSPECT_URL is unset or invalid.
+
+    Raises:
+        UnsupportedMachine: when no adapter handles ``machine``.
+    """
+    url = os.environ.get("AMINSPECT_URL", "").strip()
+    if not url:
+        return None
+    try:
+        return attach(machine, url=url, **kw)
+    except ValueError as exc:
+        if isinstance(exc, UnsupportedMachine):
+            raise
+        print(f"aminspect: tracing disabled: {exc}", file=sys.stderr)
+        return None
