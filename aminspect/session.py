@@ -8,6 +8,7 @@ threads; they return immutable values that the UI thread applies with the pure m
 from __future__ import annotations
 
 import pprint
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -37,6 +38,8 @@ __all__ = [
     "format_time",
     "is_error_state",
     "log_row",
+    "natural_key",
+    "outcome_of",
     "state_rows",
 ]
 
@@ -146,10 +149,41 @@ def called_states(schema: Schema, record: TransitionRecord) -> frozenset[int]:
     return frozenset(out)
 
 
+# The exceptions a library raises to say "this event does not apply in this state". A
+# record refused with one of them is an event that was not accepted (the exception is the
+# reason, shown in the details), not a failure of the user's code.
+REFUSALS = frozenset({"MachineError", "TransitionNotAllowed"})
+
+
 def outcome_of(record: TransitionRecord) -> Outcome:
-    if record.error is not None:
+    """How a record ended: accepted, not accepted (refused, guarded) or an error.
+
+    Args:
+        record: the record.
+
+    Returns:
+        ``ERROR`` for an exception other than a library's refusal (see ``REFUSALS``).
+    """
+    if record.error is not None and not (not record.accepted and record.error[0] in REFUSALS):
         return Outcome.ERROR
     return Outcome.ACCEPTED if record.accepted else Outcome.REJECTED
+
+
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key that orders digit runs by value: ``order-2`` before ``order-10``.
+
+    Args:
+        name: a machine id.
+
+    Returns:
+        A key comparable with every other name's key.
+    """
+    key = [(0, int(p)) if p.isdigit() else (1, p.lower()) for p in _DIGITS.split(name) if p]
+    key.append((2, name))  # names equal but for case: a fixed order all the same
+    return tuple(key)
+
+
+_DIGITS = re.compile(r"(\d+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +256,8 @@ def details(schema: Schema, record: TransitionRecord) -> list[DetailLine]:
         Labelled lines; ``args`` is pretty-printed and may span several lines.
     """
     error = f"{record.error[0]}: {record.error[1]}" if record.error is not None else "-"
+    # a refusal's exception is the reason the event was not accepted, not a failure
+    error_label = "error" if outcome_of(record) is Outcome.ERROR or error == "-" else "reason"
     source = f"{record.source[0]} seq {record.source[1]}" if record.source is not None else "-"
     args = "-" if record.args is None else pprint.pformat(record.args, width=60, compact=True)
     return [
@@ -230,7 +266,7 @@ def details(schema: Schema, record: TransitionRecord) -> list[DetailLine]:
         DetailLine("kind", record.kind),
         DetailLine("name", record.name or "-"),
         DetailLine("outcome", outcome_of(record).value),
-        DetailLine("error", error),
+        DetailLine(error_label, error),
         DetailLine("time", format_time(record.time, full=True)),
         DetailLine("duration", format_duration(record.duration)),
         DetailLine("entered", _state_list(schema, record.entered)),
@@ -561,14 +597,14 @@ class Session:
         ]
 
     def count_errors(self, machine_id: str, start: int, end: int) -> int:
-        """I/O: records with an error among ``[start, end)``."""
+        """I/O: records with an error among ``[start, end)`` (refusals are not errors)."""
         total = 0
         pos = start
         while pos < end:
             chunk = self.backend.read(machine_id, pos, min(end, pos + 4096))
             if not chunk:
                 break
-            total += sum(1 for r in chunk if r.error is not None)
+            total += sum(1 for r in chunk if outcome_of(r) is Outcome.ERROR)
             pos += len(chunk)
         return total
 
@@ -641,7 +677,7 @@ class Session:
         """
         query = (self.search if search is None else search).strip().lower()
         children: dict[str | None, list[str]] = {}
-        for mid in sorted(self.machines):
+        for mid in sorted(self.machines, key=natural_key):
             parent = self.machines[mid].record.parent_id
             if parent not in self.machines or parent == mid:
                 parent = None
@@ -685,7 +721,7 @@ class Session:
         walk(None, 0)
         # machines whose parents form a cycle reach no root: show the first of each
         # cycle as a root rather than hide them
-        for mid in sorted(self.machines):
+        for mid in sorted(self.machines, key=natural_key):
             if mid not in visited and (keep is None or mid in keep):
                 add(mid, None, 0)
         return rows

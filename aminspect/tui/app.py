@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -13,6 +14,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
+from textual.widget import Widget
 from textual.widgets import Footer, Input
 from textual.worker import get_current_worker
 
@@ -64,6 +66,9 @@ class InspectorApp(App[None]):
         source: what to show in the header for a read-only source.
         on_listening: called with the server's URL once it listens (``aminspect demo``
             starts its child process from here).
+        on_exit: called in a thread when the app exits, before its server stops
+            (``aminspect demo`` stops its child here, so the child's last records still
+            arrive and it does not wait on a closed socket).
         play_interval: seconds between records while playing.
         poll_interval: seconds between refreshes of live counts and the header.
     """
@@ -147,6 +152,7 @@ class InspectorApp(App[None]):
         server: IngestServer | None = None,
         source: str | None = None,
         on_listening: Callable[[str], object] | None = None,
+        on_exit: Callable[[], object] | None = None,
         play_interval: float = 0.1,
         poll_interval: float = 0.25,
     ) -> None:
@@ -155,6 +161,7 @@ class InspectorApp(App[None]):
         self.server = server
         self.source = source if source is not None else session.backend.url
         self.on_listening = on_listening
+        self.on_exit = on_exit
         self.play_interval = play_interval
         self.poll_interval = poll_interval
         self.view: CursorView | None = None  # what the panels show now
@@ -243,6 +250,8 @@ class InspectorApp(App[None]):
             self.on_listening(self.server.url)
 
     async def on_unmount(self) -> None:
+        if self.on_exit is not None:
+            await asyncio.to_thread(self.on_exit)
         if self.server is not None:
             self.server.remove_listener(self._on_ingest)
             await self.server.stop()
@@ -459,7 +468,7 @@ class InspectorApp(App[None]):
 
     def choose(self, machine_id: str) -> None:
         """Select a machine everywhere."""
-        if machine_id not in self.session.machines:
+        if machine_id not in self.session.machines or machine_id == self.session.selected:
             return
         self.session.select(machine_id)
         self._refresh_tree()
@@ -470,6 +479,8 @@ class InspectorApp(App[None]):
     @on(Input.Changed, "#search")
     def _search_changed(self, event: Input.Changed) -> None:
         self.session.search = event.value
+        query = event.value.strip()
+        self.machine_tree.border_title = f"machines ~ {query}" if query else "machines"
         self._refresh_tree()
 
     @on(Input.Submitted, "#search")
@@ -477,7 +488,7 @@ class InspectorApp(App[None]):
         matches = [r for r in self.session.tree_rows() if r.match]
         if matches:
             self.choose(matches[0].machine_id)
-        self.machine_tree.focus()
+        self._focus_now(self.machine_tree)
 
     # -- actions -----------------------------------------------------------------------------
 
@@ -536,11 +547,14 @@ class InspectorApp(App[None]):
         self._play_tick()
 
     def action_search(self) -> None:
-        self.main_screen.query_one("#search", Input).focus()
+        self._focus_now(self.main_screen.query_one("#search", Input))
 
     def action_escape(self) -> None:
-        if isinstance(self.focused, Input):
-            self.machine_tree.focus()
+        """Leave the search box, clearing the filter (so every machine shows again)."""
+        search = self.main_screen.query_one("#search", Input)
+        if isinstance(self.focused, Input) or search.value:
+            search.value = ""  # posts Changed: the tree shows every machine again
+            self._focus_now(self.machine_tree)
 
     def action_next_machine(self, delta: int) -> None:
         ids = [r.machine_id for r in self.session.tree_rows()]
@@ -548,15 +562,43 @@ class InspectorApp(App[None]):
             return
         cur = ids.index(self.session.selected) if self.session.selected in ids else -1
         self.choose(ids[(cur + delta) % len(ids)])
-        node = self.machine_tree._by_id.get(self.session.selected or "")
-        if node is not None:
-            self.machine_tree.move_cursor(node)
 
     def action_focus_machines(self) -> None:
-        self.machine_tree.focus()
+        self._focus_now(self.machine_tree)
+
+    def _panels(self) -> list[Widget]:
+        # Tab from the log (focused at start) lands on the machines, what a new user
+        # reaches for first; the search box is left out (/ focuses it)
+        return [self.log_view, self.machine_tree, self.state_tree, self.details_pane]
+
+    def action_focus_next(self) -> None:
+        self._cycle_focus(1)
+
+    def action_focus_previous(self) -> None:
+        self._cycle_focus(-1)
+
+    def _focus_now(self, widget: Widget) -> None:
+        """Focus ``widget`` before the next key is handled. ``Widget.focus()`` is deferred:
+        a key typed right after ``/`` or tab would still reach the panel being left (and
+        typing "/shop" fast would toggle play with its "p")."""
+        self.main_screen.set_focus(widget)
+
+    def _cycle_focus(self, delta: int) -> None:
+        if self.screen is not self.main_screen:
+            # a modal (help, go to) keeps Textual's own order
+            if delta > 0:
+                self.screen.focus_next()
+            else:
+                self.screen.focus_previous()
+            return
+        panels = self._panels()
+        cur = panels.index(self.focused) if self.focused in panels else -1
+        if cur < 0 and delta < 0:
+            cur = 0
+        self._focus_now(panels[(cur + delta) % len(panels)])
 
     def action_focus_details(self) -> None:
-        self.details_pane.focus()
+        self._focus_now(self.details_pane)
 
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
@@ -596,8 +638,8 @@ class InspectorApp(App[None]):
             (
                 "Panels and mouse",
                 [
-                    ("tab shift+tab", "move focus between panels"),
-                    ("↑ ↓ enter", "in the machine tree: move, select a machine"),
+                    ("tab shift+tab", "move focus: log, machines, states, details"),
+                    ("↑ ↓", "in the machine tree: select the machine above / below"),
                     ("click", "select a machine, or move the cursor to a log row"),
                     ("wheel", "scroll a panel (the cursor stays where it is)"),
                     ("ctrl+p", "command palette: every action, select any machine"),
@@ -641,7 +683,7 @@ _DESCRIPTIONS = {
     "focus_machines": "focus the machine tree",
     "next_machine(-1)": "previous machine",
     "next_machine(1)": "next machine",
-    "escape": "leave the search box",
+    "escape": "leave the search box and clear the filter",
     "toggle_theme": "light / dark theme",
     "help": "this help",
     "quit": "quit",

@@ -6,6 +6,8 @@ Regenerate the README screenshots with::
 
 It drives the app over the fixed journal ``tests/data/shop.amj`` (rebuild that with
 ``python tests/data/make_journals.py``), so the pictures change only when the UI does.
+The ``demo`` scene shows what ``aminspect demo`` streams: the demo shop run headless with
+a fixed seed, its clock and durations replaced by fixed ones.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from rich.console import Console
 from textual.app import App
 from textual.pilot import Pilot
 
+from aminspect.session import natural_key
 from aminspect.tui.app import InspectorApp
+from backends.base import Backend
 
 __all__ = ["SCENES", "main", "screen_text", "settle"]
 
@@ -98,6 +102,20 @@ async def _scene_search(pilot: Pilot[Any]) -> None:
     await pilot.press("slash", *"order-2")
 
 
+async def _scene_demo(pilot: Pilot[Any]) -> None:
+    app = pilot.app
+    assert isinstance(app, InspectorApp)
+    # as the live demo shows it: its tracer streams every machine but finished orders
+    app.session.set_live(app.session.machines)  # streamed once, in this session...
+    app.session.set_live(DEMO_LIVE)  # ...and now only these: finished orders disconnected
+    app._refresh_tree()
+    app.header_bar.show_live("ws://127.0.0.1:6830", 1, 6.0, 0)
+    live = sorted((m for m in DEMO_LIVE if m.startswith("order-")), key=natural_key)
+    app.choose(live[0])
+    await settle(pilot)
+    await pilot.press("tab")  # the machine tree, as a new user reaches it
+
+
 Scene = Callable[[Pilot[Any]], Awaitable[None]]
 
 # name -> (terminal size, what to do before the capture)
@@ -108,7 +126,50 @@ SCENES: dict[str, tuple[tuple[int, int], Scene]] = {
     "light-theme": ((100, 30), _scene_light),
     "help": ((100, 30), _scene_help),
     "search": ((100, 30), _scene_search),
+    "demo": ((100, 30), _scene_demo),
 }
+
+DEMO_SEED = 7
+DEMO_TICKS = 50  # ~20 s at the default pace: two orders in processing, one new
+DEMO_LIVE: set[str] = set()  # machines the demo still streams after DEMO_TICKS
+DEMO_EPOCH = 1_767_323_045_000_000_000  # 2026-01-02T03:04:05Z
+
+
+def demo_backend() -> Backend:
+    """The demo shop's first ``DEMO_TICKS`` ticks in a memory backend, deterministic:
+    records keep their order, wall-clock times and measured durations become fixed ones."""
+    import dataclasses
+
+    import backends
+    from aminspect.demo.shop import Shop
+    from tracer.sinks import MemorySink
+
+    sink = MemorySink()
+    shop = Shop(seed=DEMO_SEED, sink=sink)
+    shop.run(ticks=DEMO_TICKS, pace=0)
+    # what is still traced (a collected order would be disposed at a GC's whim)
+    live = {mid for handle in shop.handles for mid in handle.machine_ids}
+    order = sorted((r.time, mid, r.seq) for mid, rs in sink.records.items() for r in rs)
+    clock = {(mid, seq): DEMO_EPOCH + k * 97_000_000 for k, (_, mid, seq) in enumerate(order)}
+    backend = backends.open("memory://")
+    for k, (mid, machine) in enumerate(sorted(sink.machines.items())):
+        t = DEMO_EPOCH + k
+        backend.put_machine(dataclasses.replace(machine, created=t, updated=t))
+        backend.append(
+            mid,
+            [
+                dataclasses.replace(
+                    r,
+                    time=clock[mid, r.seq],
+                    # 150µs..1.05ms, from the seq: a measured duration differs every run
+                    duration=150_000 + (r.seq * 137_000) % 900_000 if r.duration else 0,
+                )
+                for r in sink.records[mid]
+            ],
+        )
+    DEMO_LIVE.clear()
+    DEMO_LIVE.update(live)
+    return backend
 
 
 def make_app(journal: Path = JOURNAL) -> InspectorApp:
@@ -123,7 +184,12 @@ def make_app(journal: Path = JOURNAL) -> InspectorApp:
 async def capture(name: str, journal: Path = JOURNAL) -> tuple[str, str]:
     """Run one scene; returns (plain text, SVG) of the final screen."""
     size, scene = SCENES[name]
-    app = make_app(journal)
+    if name == "demo":
+        from aminspect.session import Session
+
+        app = InspectorApp(Session(demo_backend()), source="aminspect demo")
+    else:
+        app = make_app(journal)
     async with app.run_test(size=size) as pilot:
         await settle(pilot)
         await scene(pilot)

@@ -75,8 +75,15 @@ class HeaderBar(Static):
 class MachineTree(Tree[str]):
     """Every machine seen, nested by parent, with status markers and record counts.
 
-    Posts ``MachineTree.Chosen`` when the user selects one (enter or click).
+    The cursor is the selection: moving it with the keys while the tree has focus, enter
+    and click post ``MachineTree.Chosen``, so the other panels follow at once.
     """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        # the Tree's own cursor keys, shown in the footer while the tree has focus
+        Binding("up", "cursor_up", "Machine", key_display="↑↓"),
+        Binding("down", "cursor_down", "Next machine", show=False),
+    ]
 
     class Chosen(Message):
         """The user selected a machine."""
@@ -129,13 +136,28 @@ class MachineTree(Tree[str]):
                 self._by_id[row.machine_id] = node
             for node in self._by_id.values():
                 node.allow_expand = bool(node.children)
-            if selected in self._by_id:
-                self.move_cursor(self._by_id[selected])
+            self.show_selected(selected)
         else:
             for row in rows:
                 self._by_id[row.machine_id].set_label(
                     self.label_of(row, row.machine_id == selected)
                 )
+            self.show_selected(selected)
+
+    def show_selected(self, machine_id: str | None) -> None:
+        """Put the cursor on ``machine_id`` (selected elsewhere: palette, brackets, search)."""
+        node = self._by_id.get(machine_id or "")
+        # reading last_line lays the lines out now: right after a rebuild the nodes'
+        # line numbers are stale and the cursor would land on the first machine
+        if node is not None and self.cursor_node is not node and self.last_line >= 0:
+            self.move_cursor(node)
+
+    def on_tree_node_highlighted(self, event: Tree.NodeHighlighted[str]) -> None:
+        event.stop()
+        # Only the user's own moves select: a rebuild moves the cursor too, and by the
+        # time its message arrives the cursor may be elsewhere.
+        if self.has_focus and event.node is self.cursor_node and event.node.data is not None:
+            self.post_message(self.Chosen(event.node.data))
 
     def on_tree_node_selected(self, event: Tree.NodeSelected[str]) -> None:
         event.stop()

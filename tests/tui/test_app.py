@@ -10,7 +10,7 @@ from aminspect.session import MachineStatus
 from aminspect.tui.app import InspectorApp
 from aminspect.tui.screens import GoToSeqScreen, HelpScreen
 from aminspect.tui.screenshots import screen_text, settle
-from aminspect.tui.widgets import MachineTree, TransitionLog
+from aminspect.tui.widgets import DetailsPane, MachineTree, TransitionLog
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -346,3 +346,69 @@ async def test_statuses_in_the_tree(shop_app: InspectorApp):
     async with shop_app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert {e.status for e in shop_app.session.machines.values()} == {MachineStatus.RECORDED}
+
+
+async def test_tab_cycles_the_panels_starting_with_the_machines(shop_app: InspectorApp):
+    async with shop_app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        order = []
+        for _ in range(4):
+            await pilot.press("tab")
+            order.append(type(shop_app.focused).__name__)
+        assert order == ["MachineTree", "StateTree", "DetailsPane", "TransitionLog"]
+        await pilot.press("shift+tab")
+        assert isinstance(shop_app.focused, DetailsPane)
+        # the search box is left out of the cycle; / reaches it
+        await pilot.press("slash")
+        assert isinstance(shop_app.focused, Input)
+        await pilot.press("tab")
+        assert isinstance(shop_app.focused, TransitionLog)
+
+
+async def test_moving_in_the_machine_tree_selects_at_once(shop_app: InspectorApp):
+    async with shop_app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        tree = shop_app.query_one(MachineTree)
+        await pilot.press("tab", "down")
+        await settle(pilot)
+        assert shop_app.session.selected == "order-1"
+        assert "order-1 · seq 96/96" in screen_text(shop_app)
+        await pilot.press("down")
+        await settle(pilot)
+        assert shop_app.session.selected == "order-2"
+        await pilot.press("up", "up")
+        await settle(pilot)
+        assert shop_app.session.selected == "shop"
+        # selected elsewhere (brackets, palette): the tree's cursor follows
+        shop_app.log_view.focus()
+        await pilot.press("right_square_bracket", "right_square_bracket")
+        await settle(pilot)
+        assert shop_app.session.selected == "order-2"
+        assert tree.cursor_node is not None and tree.cursor_node.data == "order-2"
+
+
+async def test_a_rebuilt_tree_keeps_its_cursor_on_the_selection(shop_app: InspectorApp):
+    async with shop_app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        tree = shop_app.query_one(MachineTree)
+        tree.focus()
+        await select(pilot, "order-2")
+        tree.show_rows([], None)  # a new set of machines, as when one arrives live
+        shop_app._refresh_tree()
+        await settle(pilot)
+        assert tree.cursor_node is not None and tree.cursor_node.data == "order-2"
+        assert shop_app.session.selected == "order-2"
+
+
+async def test_escape_clears_the_search_filter(shop_app: InspectorApp):
+    async with shop_app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("slash", *"order-2", "enter")
+        await settle(pilot)
+        assert [r.machine_id for r in shop_app.session.tree_rows()] == ["shop", "order-2"]
+        assert shop_app.machine_tree.border_title == "machines ~ order-2"
+        await pilot.press("escape")  # from the tree: the filter goes, the selection stays
+        await settle(pilot)
+        assert len(shop_app.session.tree_rows()) == 3
+        assert shop_app.machine_tree.border_title == "machines"
+        assert shop_app.session.selected == "order-2"

@@ -19,6 +19,8 @@ from aminspect.session import (
     format_time,
     is_error_state,
     log_row,
+    natural_key,
+    outcome_of,
     state_rows,
 )
 from tracer.machine_time import MachineTime
@@ -401,3 +403,51 @@ def test_deleted_records_are_skipped(mem):
     assert s.first() == 6 and s.step(-3) == 6
     assert s.load_rows("m", 0, 10) == 1 and s.pages.get("m", 5) is None
     assert s.view("m", 6).record.seq == 6
+
+
+# -- refusals and natural order ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("exc", ["MachineError", "TransitionNotAllowed"])
+def test_a_library_refusal_is_not_accepted_not_an_error(exc):
+    r = rec(1, name="ship", accepted=False, error=(exc, "Can't ship from waiting"))
+    assert outcome_of(r) is Outcome.REJECTED
+    assert log_row(HSM, r).outcome is Outcome.REJECTED
+    lines = {line.label: line.value for line in details(HSM, r)}
+    assert lines["reason"] == f"{exc}: Can't ship from waiting" and "error" not in lines
+    # the same exception out of an accepted record, or any other exception, is an error
+    assert outcome_of(rec(1, error=(exc, "m"))) is Outcome.ERROR
+    assert outcome_of(rec(1, accepted=False, error=("PaymentDeclined", "m"))) is Outcome.ERROR
+    assert {line.label for line in details(HSM, rec(1))} >= {"error"}
+
+
+def test_refusals_are_not_counted_as_errors(mem):
+    s = loaded(mem)
+    mem.append(
+        "m",
+        [
+            rec(0, "init", entered=(0,)),
+            rec(1, name="go", accepted=False, error=("MachineError", "no")),
+            rec(2, name="go", accepted=False, error=("ValueError", "boom")),
+        ],
+    )
+    s.apply_machines(s.fetch_machines(["m"]))
+    scan(s)
+    assert s.machines["m"].errors == 1
+
+
+def test_natural_order_of_machine_ids(mem):
+    names = ["order-10", "order-2", "shop", "order-1", "Order-3", "agent-1", "order-11"]
+    assert sorted(names, key=natural_key) == [
+        "agent-1",
+        "order-1",
+        "order-2",
+        "Order-3",
+        "order-10",
+        "order-11",
+        "shop",
+    ]
+    for name in names:
+        mem.put_machine(MachineRecord(name, "manual", HSM, created=0, updated=0))
+    s = loaded(mem)
+    assert [r.machine_id for r in s.tree_rows()] == sorted(["m", *names], key=natural_key)
