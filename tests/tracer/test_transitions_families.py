@@ -19,18 +19,6 @@ from tracer import Kind, MachineTime, MemorySink, attach
 from tracer.adapters import transitions as adapter
 
 
-@pytest.fixture(autouse=True)
-def _close_dispatchers():
-    """Stop the sender threads this test started, so the suite does not pile them up."""
-    from tracer import core
-
-    before = set(map(id, list(core._dispatchers.values())))
-    yield
-    for d in list(core._dispatchers.values()):
-        if id(d) not in before:
-            d.close(5)
-
-
 class Model:
     def __init__(self, name: str = "m") -> None:
         self.name = name
