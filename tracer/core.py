@@ -205,9 +205,17 @@ class Channel:
         accepted: bool = True,
         error: tuple[str, str] | None = None,
         duration: int = 0,
+        parent: Capture | None = None,
+        nested: bool = True,
     ) -> TransitionRecord:
-        """Build and commit a record in one step (for records that open no event)."""
-        cap = self.begin(kind, name, current_event())
+        """Build and commit a record in one step (for records that open no event).
+
+        The parent (same machine) or source (another machine) is the event open on this
+        thread or task; with ``nested=False`` it is only the ``parent`` given, if any.
+        """
+        cap = self.begin(kind, name, current_event() if nested else None)
+        if parent is not None:
+            cap.parent = parent
         rec = cap.record
         rec.args = args
         rec.accepted = accepted

@@ -294,15 +294,20 @@ class StatemachineAdapter:
         error: tuple[str, str] | None = None,
         parent: Capture | None = None,
     ) -> None:
-        cap = self.channel.begin(kind, name)
-        cap.parent = parent
-        rec = cap.record
-        rec.args = args
-        rec.accepted = accepted
-        rec.error = error
-        rec.exited = tuple(exited)
-        rec.entered = tuple(entered)
-        self.channel.commit(cap, after)
+        # This adapter tracks nesting itself (run-to-completion queues events), so the
+        # parent is the one it gives, never the event open in the context.
+        self.channel.emit(
+            kind,
+            name,
+            exited,
+            entered,
+            after,
+            args=args,
+            accepted=accepted,
+            error=error,
+            parent=parent,
+            nested=False,
+        )
         self.active = after
 
     # -- record lifecycle ---------------------------------------------------------------
