@@ -1,1 +1,10 @@
-"""Persistent machines that store themselves in aminspect's backends and are traced like any other."""
+"""Persistent machines (FSM, HSM tree, event-sourced) that are traced like any other."""
+
+# HSM trees (Temporal-style typed machine trees): the core names live in aminspect.machines.hsm
+from aminspect.machines import hsm as hsm
+from aminspect.machines.hsm_store import MemoryTreeStore as MemoryTreeStore
+from aminspect.machines.hsm_store import SQLiteTreeStore as SQLiteTreeStore
+from aminspect.machines.hsm_store import load_tree as load_tree
+from aminspect.machines.hsm_store import save_tree as save_tree
+from aminspect.machines.hsm_trace import trace_tree as trace_tree
+from aminspect.machines.hsm_tree import Tree as Tree
