@@ -10,6 +10,13 @@ from aminspect.machines.hsm_trace import trace_tree as trace_tree
 from aminspect.machines.hsm_tree import Tree as Tree
 
 # isort: split
+# Event-sourced state (events + snapshots, protoactor-style): see machines.eventsourced
+from aminspect.machines.es_store import Provider as Provider
+from aminspect.machines.eventsourced import EventSourced as EventSourced
+from aminspect.machines.eventsourced import IntervalStrategy as IntervalStrategy
+from aminspect.machines.eventsourced import TimeStrategy as TimeStrategy
+
+# isort: split
 # Validated SQL-persisted FSM (luno/shift-style): errors and the rest in machines.fsm
 from aminspect.machines.fsm import FSM as FSM
 from aminspect.machines.fsm import ArcFSM as ArcFSM
