@@ -17,6 +17,8 @@ from aminspect.tui.widgets import MachineTree
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.network]
 
+# the shop's machines and the persistent ones that run next to it
+WANTED = {"shop", "order", "agent", "fsm", "job", "account"}
 WAIT = 30.0  # seconds the child gets to start Python, connect and stream
 
 
@@ -45,23 +47,29 @@ async def test_demo_streams_its_machines_and_stops_its_child_on_quit():
                 app.refresh_now()
                 await settle(pilot)
                 seen = {mid.split("-")[0] for mid, e in s.machines.items() if e.count > 1}
-                if {"shop", "order", "agent"} <= seen and any(
+                if WANTED <= seen and any(
                     e.errors for e in s.machines.values()
                 ):
                     break
                 await asyncio.sleep(0.1)
-            assert {"shop", "order", "agent"} <= seen, f"only {sorted(s.machines)} arrived"
-            # children hang under the shop, and are live while the child streams them
+            assert WANTED <= seen, f"only {sorted(s.machines)} arrived"
+            # the shop's machines hang under it, and are live while the child streams them
             assert all(
-                e.record.parent_id == "shop" for mid, e in s.machines.items() if mid != "shop"
+                e.record.parent_id == "shop"
+                for mid, e in s.machines.items()
+                if mid.startswith(("order-", "agent-"))
             )
+            # the persistent machines: FSM instances, HSM job trees, event-sourced accounts
+            kinds = {e.record.kind for e in s.machines.values()}
+            assert {"fsm", "arcfsm", "hsm"} <= kinds, kinds
+            assert any(mid.startswith("account-") for mid in s.machines)
             assert s.machines["agent-1"].status is MachineStatus.LIVE
             assert s.machines["agent-1"].record.kind == "statemachine"
             assert s.machines["order-1"].record.kind == "transitions"
             assert any(e.errors for e in s.machines.values())  # a declined card
             rows = s.tree_rows()
-            assert rows[0].machine_id == "shop" and rows[0].depth == 0
-            assert {r.depth for r in rows[1:]} == {1}
+            assert {r.machine_id: r.depth for r in rows}["shop"] == 0
+            assert all(r.depth == 1 for r in rows if r.machine_id.startswith(("order-", "agent-")))
             text = screen_text(app)
             assert "● agent-1" in text and "shop" in text
             # keyboard selection: tab reaches the machine tree, down selects the next one
