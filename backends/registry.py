@@ -19,6 +19,7 @@ _SCHEMES: dict[str, tuple[str, str | None]] = {
     "sqlite": ("backends.sqlite:SQLiteBackend", None),
     "lmdb": ("backends.lmdb_store:LMDBBackend", "lmdb"),
     "journal": ("backends.journal:JournalBackend", None),
+    "postgresql": ("backends.postgres:PostgresBackend", "aminspect[postgres]"),
 }
 
 
@@ -70,7 +71,8 @@ def _scheme_of(url: str) -> str:
 
 def open_backend(url: str, **options: Any) -> Backend:
     """Open the backend a URL names: ``memory://``, ``sqlite:///path.db``, ``lmdb:///path``,
-    ``journal:///path.amj`` or any path ending in ``.amj``.
+    ``journal:///path.amj`` or any path ending in ``.amj``, or
+    ``postgresql://user:password@host:port/database`` (also ``postgres://``).
 
     Raises:
         UnknownScheme: naming the known schemes.

@@ -61,7 +61,7 @@ def test_torn_tail_is_reported_and_the_file_kept(run, journal):
 @pytest.mark.parametrize("cmd", [["query"], ["stats"], ["export", "-f", "dot"]], ids=str)
 def test_bad_url_is_bad_usage(run, url, cmd):
     result = run(*source_then(cmd, url), code=2)
-    assert "known schemes: journal, lmdb, memory, sqlite" in result.stderr
+    assert "known schemes: journal, lmdb, memory, postgresql, sqlite" in result.stderr
 
 
 def test_unknown_machine(run, journal):

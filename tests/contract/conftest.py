@@ -1,7 +1,8 @@
 """Contract fixtures: every registered backend scheme, opened on a fresh location per test.
 
 A new backend needs no test code here beyond a URL factory line in ``URL_FACTORIES`` (and
-none at all when its URL is ``SCHEME:///<path>``).
+none at all when its URL is ``SCHEME:///<path>``). ``postgresql`` gets an empty PostgreSQL
+schema per test in the suite's throwaway server (``tests/pg_server.py``), emptied after it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 import backends
 from backends import registry
 from backends.base import MissingDependency
+from tests import pg_server
 
 # scheme -> f(tmp_path) -> URL of an empty store
 URL_FACTORIES: dict[str, Callable[[Path], str]] = {
@@ -23,6 +25,8 @@ URL_FACTORIES: dict[str, Callable[[Path], str]] = {
     "sqlite": lambda p: f"sqlite:///{p / 'history.db'}",
     "lmdb": lambda p: f"lmdb:///{p / 'history.lmdb'}",
     "journal": lambda p: f"journal:///{p / 'history.amj'}",
+    # An empty schema in the test server: skips only when no PostgreSQL binary exists.
+    "postgresql": lambda p: pg_server.store_url(),
 }
 
 
@@ -69,8 +73,6 @@ def scheme(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def store(scheme: str, tmp_path: Path) -> Iterator[Store]:
-    if scheme not in URL_FACTORIES and scheme in ("postgresql",):
-        pytest.skip(f"{scheme}:// needs a server; no URL factory in the contract suite")
     url = URL_FACTORIES.get(scheme, _default_factory(scheme))(tmp_path)
     s = Store(scheme, url)
     try:
@@ -82,6 +84,8 @@ def store(scheme: str, tmp_path: Path) -> Iterator[Store]:
     s.opened.clear()
     yield s
     s.close_all()
+    if scheme == "postgresql":
+        pg_server.recycle(url)  # emptied for the next test (a new schema costs ~0.1 s)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""D-01: kill -9 a process recording into each file backend; every stream stays a prefix.
+"""D-01: kill -9 a process recording into each backend; every stream stays a prefix.
 
 A child process (``tests/crash/_recorder.py``) appends random-sized batches of two
 machines' deterministic records and prints each acknowledged seq. The test SIGKILLs it at a
@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import backends
+from tests import pg_server
 from tests.crash._recorder import MACHINES, MAX_BATCH, record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,6 +29,8 @@ FILE_BACKENDS = {
     "journal": lambda p: f"journal:///{p / 'h.amj'}",
     "sqlite": lambda p: f"sqlite:///{p / 'h.db'}",
     "lmdb": lambda p: f"lmdb:///{p / 'h.lmdb'}",
+    # The recorder is killed, not the server: a fresh schema in the suite's test server.
+    "postgresql": lambda p: pg_server.fresh_schema_url(pg_server.require().local_url),
 }
 
 
@@ -109,7 +112,8 @@ def _run(name: str, tmp_path: Path, kills: int, seed: int, modes: tuple[str, ...
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("name", sorted(FILE_BACKENDS))
 def test_kill_9_leaves_a_prefix_of_what_was_acknowledged(name: str, tmp_path: Path) -> None:
-    _run(name, tmp_path, kills=8, seed=1, modes=("full",))
+    # PostgreSQL's atomicity is the server's: fewer kills keep its part of the suite short.
+    _run(name, tmp_path, kills=4 if name == "postgresql" else 8, seed=1, modes=("full",))
 
 
 @pytest.mark.slow
