@@ -1,20 +1,21 @@
 """The tracer's engine: per-machine channels, the bounded buffer and the sender thread.
 
-The app thread only builds a record and appends it to a bounded buffer. A daemon sender
-thread assigns the final, contiguous seqs, turns dropped records into one ``gap`` record,
-and writes batches to the sink. Nothing here raises into the app.
-"""
+The app thread only gives a record its position (an atomic counter per channel) and
+appends one plain tuple to a bounded deque (no lock, no wake-up per record). A daemon
+sender thread orders records by position, assigns the final contiguous seqs, builds the
+TransitionRecords, turns dropped records into ``gap`` records and writes batches to the
+sink; it stops when its sink has no channel left. Nothing here raises into the app."""
 
 from __future__ import annotations
 
 import atexit
 import contextvars
+import itertools
 import threading
 import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from tracer.records import Kind, MachineRecord, TransitionRecord
@@ -31,17 +32,22 @@ __all__ = [
     "current_event",
     "dispatcher_for",
     "error_of",
+    "pop_async_event",
     "pop_event",
+    "push_async_event",
     "push_event",
 ]
 
 DEFAULT_BUFFER = 100_000
 BATCH_MAX = 4096  # records per sink write
-LINGER = 0.01  # seconds the sender waits for a batch to build up after a wake-up
+LINGER = 0.03  # seconds the sender lets a batch build up after a wake-up (fewer GIL hand-offs)
 FLUSH_AT_EXIT = 2.0  # seconds the interpreter may wait at exit for records to reach the sink
 
 _PENDING = -1  # seq of a record whose capture position is not assigned yet
-_time_ns = time.time_ns  # bound once: begin() runs for every record
+# Records are stamped with this monotonic clock on the app thread; the sender turns the
+# stamp into UTC wall time (one clock read per record instead of two: the same stamp
+# also starts the duration).
+_clock = time.perf_counter_ns
 
 
 def error_of(exc: BaseException | None) -> tuple[str, str] | None:
@@ -55,60 +61,132 @@ def error_of(exc: BaseException | None) -> tuple[str, str] | None:
     return type(exc).__qualname__, message[:500]
 
 
-@dataclass(slots=True)
 class OpenEvent:
-    """An event being processed; the stack of these gives nesting (parent_seq, source)."""
+    """An event being processed; the stack of these gives nesting (parent_seq, source).
 
-    channel: Channel
-    capture: Capture
-    started_ns: int
+    ``capture`` is what a nested record names as its parent or source: anything with a
+    ``position`` (and, once the sender wrote it, a ``seq``).
+    """
+
+    __slots__ = ("capture", "channel", "started_ns")
+
+    def __init__(self, channel: Channel, capture: Any, started_ns: int) -> None:
+        self.channel = channel
+        self.capture = capture
+        self.started_ns = started_ns
 
 
-# One stack per thread and per asyncio task: nested triggers run inside their parent's
-# callbacks on the same thread or task.
+class _Stacks(threading.local):
+    """Open events of synchronous code, per thread: a list is cheaper than a contextvar
+    (no new context per push), and synchronous callbacks cannot interleave on one thread."""
+
+    def __init__(self) -> None:
+        self.stack: list[OpenEvent] = []
+
+
+_local = _Stacks()
+
+# Open events of asynchronous code, per asyncio task (a task copies its parent's context,
+# so a child task sees the event that created it). Synchronous code uses ``_local``.
 _event_stack: contextvars.ContextVar[tuple[OpenEvent, ...]] = contextvars.ContextVar(
     "aminspect_event_stack", default=()
 )
 
 
 def current_event() -> OpenEvent | None:
-    stack = _event_stack.get()
-    return stack[-1] if stack else None
+    """The innermost open event of this thread (synchronous) or task (asynchronous)."""
+    stack = _local.stack
+    if stack:
+        return stack[-1]
+    astack = _event_stack.get()
+    return astack[-1] if astack else None
 
 
 def push_event(ev: OpenEvent) -> None:
-    _event_stack.set((*_event_stack.get(), ev))
+    """Open ``ev`` on this thread (synchronous machines)."""
+    _local.stack.append(ev)
 
 
 def pop_event(ev: OpenEvent) -> None:
+    """Close ``ev`` on this thread; a callback that left the stack unbalanced is mended."""
+    stack = _local.stack
+    if stack and stack[-1] is ev:
+        stack.pop()
+    elif ev in stack:  # drop ev and what it opened
+        del stack[stack.index(ev) :]
+
+
+def push_async_event(ev: OpenEvent) -> None:
+    """Open ``ev`` in this asyncio task (asynchronous machines)."""
+    _event_stack.set((*_event_stack.get(), ev))
+
+
+def pop_async_event(ev: OpenEvent) -> None:
     stack = _event_stack.get()
     if stack and stack[-1] is ev:
         _event_stack.set(stack[:-1])
-    elif ev in stack:  # a callback left the stack unbalanced; drop ev and what it opened
+    elif ev in stack:
         _event_stack.set(stack[: stack.index(ev)])
 
 
 class Capture:
-    """A record on its way out of a channel.
+    """A record on its way out of a channel; it carries the record's fields itself.
 
     ``position`` orders records by the moment they changed the machine, not by when they
     finished: a trigger fired from inside another finishes first but may change state
-    later. The sender turns positions into final seqs.
+    later. The sender turns positions into final seqs (and sets ``seq``).
     """
 
-    __slots__ = ("after", "done", "parent", "position", "record", "source")
+    __slots__ = (
+        "accepted",
+        "args",
+        "done",
+        "duration",
+        "entered",
+        "error",
+        "exited",
+        "kind",
+        "name",
+        "parent",
+        "position",
+        "seq",
+        "source",
+        "time",
+    )
 
-    def __init__(self, record: TransitionRecord) -> None:
-        self.record = record
+    def __init__(self, kind: str, name: str, time_ns: int) -> None:
+        self.kind = kind
+        self.name = name
+        self.time = time_ns
+        self.duration = 0
+        self.args: Any = None
+        self.accepted = True
+        self.error: tuple[str, str] | None = None
+        self.exited: tuple[int, ...] = ()
+        self.entered: tuple[int, ...] = ()
         self.position = _PENDING
-        self.after: frozenset[int] = frozenset()
-        self.done = False
-        self.parent: Capture | None = None  # open event of the same machine
-        self.source: tuple[Channel, Capture] | None = None  # open event of another machine
+        self.seq = _PENDING
+        self.done = False  # committed
+        self.parent: Any = None  # the open capture of the same machine that caused this
+        self.source: tuple[Channel, Any] | None = None  # ... of another machine
+
+    @property
+    def record(self) -> Capture:
+        """The record fields (kind, name, args, exited, ...) live on the capture itself."""
+        return self
+
+
+# What the app thread hands to the sender for one record (a plain tuple: one allocation):
+# (channel, position, holder, parent, source, after,
+#  kind, name, time, duration, args, accepted, error, exited, entered, mach_tick)
+# ``time`` is a _clock() stamp.
+# ``holder`` is the capture (or open event) other records may name as parent or source:
+# the sender sets its ``seq``. Drops are kept as (channel, position, after, time).
+_Item = tuple[Any, ...]
 
 
 class Channel:
-    """One traced machine instance: orders its records and hands them to the dispatcher."""
+    """One traced machine instance: gives its records their order and hands them on."""
 
     def __init__(self, machine: MachineRecord, dispatcher: Dispatcher) -> None:
         self.machine = machine
@@ -122,18 +200,15 @@ class Channel:
         # Set for a resurrected machine (``attach(restore=...)``): its first ``init``
         # record is written as a ``restore`` record instead.
         self.restoring = False
-        self._lock = threading.Lock()
-        self._next_pos = 0
-        self._waiting: deque[Capture] = deque()
+        # next() on a count is atomic under the GIL: positions need no lock.
+        self.next_position = itertools.count().__next__
 
     def begin(self, kind: str, name: str = "", parent: OpenEvent | None = None) -> Capture:
         """Start a record; ``parent`` is the event open on this thread or task, if any."""
         if self.restoring and kind == Kind.INIT:
             self.restoring = False
             kind, name = Kind.RESTORE, "restore"
-        cap = Capture(
-            TransitionRecord(self.id, _PENDING, kind, name, self.machine.mach_tick, _time_ns())
-        )
+        cap = Capture(kind, name, _clock())
         if parent is not None:
             if parent.channel is self:
                 cap.parent = parent.capture
@@ -141,57 +216,41 @@ class Channel:
                 cap.source = (parent.channel, parent.capture)
         return cap
 
-    def position(self, cap: Capture) -> None:
+    def position(self, cap: Any) -> None:
         """Give ``cap`` its place in the order now: it is about to change the machine."""
         if cap.position == _PENDING:
-            with self._lock:  # _place(), inlined: this runs for most records
-                cap.position = self._next_pos
-                self._next_pos += 1
-                self._waiting.append(cap)
-
-    def _place(self, cap: Capture) -> None:
-        cap.position = self._next_pos
-        self._next_pos += 1
-        self._waiting.append(cap)
+            cap.position = self.next_position()
 
     def commit(self, cap: Capture, after: frozenset[int]) -> None:
         """The record is complete; ``after`` is the configuration after it."""
         if self.closed:
             return
-        with self._lock:
-            if cap.position == _PENDING:
-                self._place(cap)
-            cap.after = after
-            cap.done = True
-            self.active = after
-            self.captured += 1
-            waiting = self._waiting
-            if len(waiting) == 1 and waiting[0] is cap and cap.parent is None:
-                # The common case (nothing nested, nothing concurrent): skip _ready().
-                waiting.clear()
-                ready = None
-            else:
-                ready = self._ready()
-        if ready is None:
-            self.dispatcher.enqueue(self, cap)
-            return
-        enqueue = self.dispatcher.enqueue
-        for c in ready:
-            enqueue(self, c)
-
-    def _ready(self) -> list[Capture]:
-        out = []
-        waiting = self._waiting
-        while waiting:
-            head = waiting[0]
-            parent = head.parent
-            if not head.done or (parent is not None and parent.position == _PENDING):
-                break
-            waiting.popleft()
-            if parent is not None:
-                head.record.parent_seq = parent.position  # mapped to a seq by the sender
-            out.append(head)
-        return out
+        cap.done = True
+        position = cap.position
+        if position == _PENDING:
+            position = cap.position = self.next_position()
+        self.active = after
+        self.captured += 1
+        self.dispatcher.enqueue(
+            (
+                self,
+                position,
+                cap,
+                cap.parent,
+                cap.source,
+                after,
+                cap.kind,
+                cap.name,
+                cap.time,
+                cap.duration,
+                cap.args,
+                cap.accepted,
+                cap.error,
+                tuple(cap.exited),
+                tuple(cap.entered),
+                self.machine.mach_tick,
+            )
+        )
 
     def emit(
         self,
@@ -205,26 +264,49 @@ class Channel:
         accepted: bool = True,
         error: tuple[str, str] | None = None,
         duration: int = 0,
-        parent: Capture | None = None,
+        parent: Any = None,
         nested: bool = True,
-    ) -> TransitionRecord:
-        """Build and commit a record in one step (for records that open no event).
+    ) -> None:
+        """Record a mutation that opens no event, in one step.
 
         The parent (same machine) or source (another machine) is the event open on this
         thread or task; with ``nested=False`` it is only the ``parent`` given, if any.
         """
-        cap = self.begin(kind, name, current_event() if nested else None)
-        if parent is not None:
-            cap.parent = parent
-        rec = cap.record
-        rec.args = args
-        rec.accepted = accepted
-        rec.error = error
-        rec.exited = tuple(exited)
-        rec.entered = tuple(entered)
-        rec.duration = duration
-        self.commit(cap, after)
-        return rec
+        if self.closed:
+            return
+        if self.restoring and kind == Kind.INIT:
+            self.restoring = False
+            kind, name = Kind.RESTORE, "restore"
+        source = None
+        if nested and parent is None:
+            ev = current_event()
+            if ev is not None:
+                if ev.channel is self:
+                    parent = ev.capture
+                else:
+                    source = (ev.channel, ev.capture)
+        self.active = after
+        self.captured += 1
+        self.dispatcher.enqueue(
+            (
+                self,
+                self.next_position(),
+                None,
+                parent,
+                source,
+                after,
+                kind,
+                name,
+                _clock(),
+                duration,
+                args,
+                accepted,
+                error,
+                tuple(exited),
+                tuple(entered),
+                self.machine.mach_tick,
+            )
+        )
 
 
 class Stats:
@@ -248,85 +330,108 @@ class Stats:
         )
 
 
-class _Drop:
-    """What the buffer dropped for one channel since the sender last looked."""
-
-    __slots__ = ("after", "count", "time")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.after: frozenset[int] = frozenset()
-        self.time = 0
-
-
 class _SeqMap:
-    """Sender-side mapping from capture positions to final seqs of one channel."""
+    """Sender-side state of one channel: positions waiting for their turn, and seqs."""
 
-    __slots__ = ("next_seq", "offset", "started")
+    __slots__ = (
+        "gaps",
+        "last_after",
+        "lost",
+        "lost_after",
+        "lost_time",
+        "next_pos",
+        "next_seq",
+        "pending",
+    )
 
-    def __init__(self) -> None:
-        self.started = False
-        self.next_seq = 0
-        self.offset = 0  # seq = position + offset, for positions after the last gap
+    def __init__(self, next_seq: int) -> None:
+        self.next_seq = next_seq
+        self.next_pos = 0
+        self.pending: dict[int, _Item] = {}  # by position, until every earlier one is out
+        self.lost = 0  # records a failed write lost: the next record is a gap for them
+        self.lost_after: frozenset[int] = frozenset()
+        self.lost_time = 0
+        self.last_after: frozenset[int] = frozenset()  # after the record numbered last
+        self.gaps = 0  # gap records made for the batch being written
 
-    def seq_of(self, position: int) -> int:
-        return position + self.offset
+
+_DROPPED = object()  # first field of a pending entry standing for a dropped record
 
 
 class Dispatcher:
-    """The bounded buffer and the sender thread of one sink."""
+    """The bounded buffer and the sender thread of one sink.
+
+    The app thread appends one tuple per record to a deque (atomic, no lock) and wakes the
+    sender only when it is not already due to run. The sender thread orders records by
+    position, assigns seqs, builds the records, turns drops into gap records and writes.
+    It stops when no channel is left and is started again by the next ``add``.
+    """
 
     def __init__(self, sink: Sink, capacity: int = DEFAULT_BUFFER) -> None:
         self.sink = sink
         self.capacity = max(1, capacity)
         self.last_error: str | None = None
         self._lock = threading.Lock()
-        self._buffer: deque[tuple[Channel, Capture]] = deque()
-        self._drops: dict[Channel, _Drop] = {}
+        self._buffer: deque[_Item] = deque()
+        self._drops: dict[Channel, list[tuple[int, frozenset[int], int]]] = {}
         self._register: list[Channel] = []
         self._dispose: list[Channel] = []
-        self._maps: dict[Channel, _SeqMap] = {}
-        self._failed: dict[Channel, _Drop] = {}  # sender thread only
+        self._maps: dict[Channel, _SeqMap] = {}  # sender thread only
         self._wake = threading.Event()
         self._signalled = False  # a wake-up is pending; enqueue need not signal again
         self._urgent = False  # flush or control message: ship without lingering
         self._idle = threading.Condition(self._lock)
         self._busy = False
         self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="aminspect-tracer", daemon=True)
-        self._thread.start()
+        self._running = False
+        self._offset = 0  # wall time minus _clock(), sender thread
+        self._thread: threading.Thread | None = None
         atexit.register(self._at_exit)
 
     # -- app side ---------------------------------------------------------------------
+    def _ensure_running(self) -> None:
+        """Start the sender thread if it is not running (call with the lock held)."""
+        if not self._running and not self._stopped:
+            self._running = True
+            self._thread = threading.Thread(target=self._run, name="aminspect-tracer", daemon=True)
+            self._thread.start()
+
     def add(self, channel: Channel) -> None:
         with self._lock:
             self._register.append(channel)
+            self._ensure_running()
+        self._urgent = True
         self._wake.set()
 
     def remove(self, channel: Channel) -> None:
         with self._lock:
             self._dispose.append(channel)
+            self._ensure_running()
         self._wake.set()
 
-    def enqueue(self, channel: Channel, cap: Capture) -> None:
-        with self._lock:
-            buf = self._buffer
-            if len(buf) >= self.capacity:
-                old_channel, old = buf.popleft()
-                drop = self._drops.get(old_channel)
-                if drop is None:
-                    drop = self._drops[old_channel] = _Drop()
-                drop.count += 1
-                drop.after = old.after
-                drop.time = old.record.time
-                old_channel.dropped += 1
-            buf.append((channel, cap))
+    def enqueue(self, item: _Item) -> None:
+        """Hand one record (see ``_Item``) to the sender; drops the oldest when full."""
+        buf = self._buffer
+        if len(buf) >= self.capacity:
+            self._drop_oldest()
+        buf.append(item)
         if not self._signalled:  # one wake-up per batch, not per record
             self._signalled = True
             self._wake.set()
 
+    def _drop_oldest(self) -> None:
+        with self._lock:
+            try:
+                old = self._buffer.popleft()
+            except IndexError:  # the sender took everything meanwhile
+                return
+            channel = old[0]
+            self._drops.setdefault(channel, []).append((old[1], old[5], old[8]))
+            channel.dropped += 1
+
     # -- sender thread ------------------------------------------------------------------
     def _run(self) -> None:
+        buf = self._buffer
         while True:
             self._wake.wait(0.25)
             if not self._urgent:
@@ -334,118 +439,229 @@ class Dispatcher:
                 # each time (measured: ~20 us per record on a busy 2-core machine).
                 time.sleep(LINGER)
             self._wake.clear()
+            self._signalled = False  # before draining: a later append signals again
+            self._urgent = False
             with self._lock:
-                self._signalled = False
-                self._urgent = False
-                batch, self._buffer = self._buffer, deque()
                 drops, self._drops = self._drops, {}
                 register, self._register = self._register, []
                 dispose, self._dispose = self._dispose, []
-                self._busy = bool(batch or drops or register or dispose)
+                self._busy = True
                 stopped = self._stopped
-            if self._busy:
-                self._ship(register, drops, batch, dispose)
+            items: list[_Item] = []
+            pop, take = buf.popleft, items.append
+            try:
+                for _ in range(len(buf)):  # what is there now: appends go on meanwhile
+                    take(pop())
+            except IndexError:  # a full buffer dropped its oldest meanwhile
+                pass
+            if items or drops or register or dispose:
+                try:
+                    self._ship(register, drops, items, dispose)
+                except Exception as exc:  # a bug here must not kill the thread
+                    self.last_error = f"tracer sender: {type(exc).__name__}: {exc}"
+            # Drop the batch now: it must not keep the app's objects alive while we wait.
+            items = []
             with self._lock:
                 self._busy = False
-                if not (self._buffer or self._drops or self._register or self._dispose):
+                idle = not (buf or self._drops or self._register or self._dispose)
+                if idle:
                     self._idle.notify_all()
-            if stopped:
-                return
+                if stopped or (idle and not self._maps):
+                    self._running = False
+                    return
 
     def _ship(
         self,
         register: list[Channel],
-        drops: dict[Channel, _Drop],
-        batch: deque[tuple[Channel, Capture]],
+        drops: dict[Channel, list[tuple[int, frozenset[int], int]]],
+        items: list[_Item],
         dispose: list[Channel],
     ) -> None:
-        """Write one batch (sender thread; about 1.1 us per record with a MemorySink)."""
+        """Order, number and write one batch (sender thread)."""
+        maps = self._maps
+        # Stamps are _clock() values: wall time = stamp + offset, read once per batch.
+        self._offset = offset = time.time_ns() - _clock()
         for ch in register:
             self._guard(self._start, ch)
-        # Records a failed write lost are older than anything dropped since: merge them.
-        for ch, failed in self._failed.items():
-            drop = drops.get(ch)
-            if drop is not None:
-                failed.count += drop.count
-                failed.after, failed.time = drop.after, drop.time
-            drops[ch] = failed
-        self._failed = {}
-        out: dict[Channel, list[Capture]] = {}
-        maps = self._maps
-        for ch, drop in drops.items():
-            if ch in maps:
-                out.setdefault(ch, []).append(self._gap_capture(ch, drop))
-        # Per record only what differs between records; channel lookups are cached for
-        # runs of records of one channel (the usual shape of a batch).
+        smap: _SeqMap | None
+        for ch, lost in drops.items():
+            smap = maps.get(ch)
+            if smap is not None:
+                for position, after, when in lost:
+                    smap.pending[position] = (_DROPPED, position, None, None, None, after, when)
+        out: dict[Channel, list[TransitionRecord]] = {}
         last: Channel | None = None
-        caps: list[Capture] = []
-        offset = 0
-        smap: _SeqMap | None = None
-        for ch, cap in batch:
+        smap = None
+        recs: list[TransitionRecord] = []
+        append = recs.append
+        record = TransitionRecord
+        mid = ""
+        for item in items:
+            ch = item[0]
             if ch is not last:
                 last = ch
                 smap = maps.get(ch)
                 if smap is not None:
-                    offset = smap.offset
-                    caps = out.get(ch) or out.setdefault(ch, [])
+                    recs = out.get(ch) or out.setdefault(ch, [])
+                    append = recs.append
+                    mid = ch.id
             if smap is None:
                 ch.dropped += 1  # registration failed; the reason is in last_error
                 continue
-            rec = cap.record
-            rec.seq = cap.position + offset
-            if rec.parent_seq is not None:
-                rec.parent_seq += offset
-            if cap.source is not None:
-                src_channel, src = cap.source
-                src_map = maps.get(src_channel)
-                position = src.position
-                if src_map is not None and position != _PENDING:
-                    rec.source = (src_channel.id, src_map.seq_of(position))
-            caps.append(cap)
-        for ch, caps in out.items():
-            for i in range(0, len(caps), BATCH_MAX):
-                chunk = caps[i : i + BATCH_MAX]
-                records = [c.record for c in chunk]
-                if self._guard(self.sink.write, ch.id, records):
-                    # A gap record can only lead a channel's list (see above).
-                    ch.sent += len(records) - (records[0].kind == Kind.GAP)
-                    self._maps[ch].next_seq = records[-1].seq + 1
-                else:
-                    # Lost: the next write starts with a gap record standing for them.
-                    failed = self._failed.setdefault(ch, _Drop())
-                    failed.count += sum(
-                        r.args["dropped"] if r.kind == Kind.GAP else 1 for r in records
+            if (
+                item[1] == smap.next_pos
+                and item[3] is None
+                and item[4] is None
+                and not smap.pending
+                and not smap.lost
+            ):
+                # The usual record: next in order, no parent, no source (_record, inlined).
+                seq = smap.next_seq
+                smap.next_seq = seq + 1
+                smap.next_pos += 1
+                holder = item[2]
+                if holder is not None:
+                    holder.seq = seq
+                append(
+                    record(
+                        mid, seq, item[6], item[7], item[15], item[8] + offset, item[9], item[10],
+                        item[11], item[12], item[13], item[14], None, None,
                     )
-                    failed.after, failed.time = chunk[-1].after, records[-1].time
-                    # Map next_seq back to the first lost position (a gap record in the
-                    # chunk already shifted the offset past the records it stood for).
-                    smap = self._maps[ch]
-                    smap.offset = smap.next_seq - chunk[0].position
-                    # Records a gap record stands for were counted when they were dropped.
-                    ch.dropped += sum(1 for r in records if r.kind != Kind.GAP)
+                )  # fmt: skip
+                smap.last_after = item[5]
+            elif (
+                item[1] == smap.next_pos
+                and not smap.pending
+                and (item[3] is None or item[3].position != _PENDING)
+            ):
+                self._record(ch, smap, item, recs)
+            else:  # out of order (nesting) or after a drop: wait for the earlier ones
+                smap.pending[item[1]] = item
+                self._drain(ch, smap, recs)
+        for ch in drops:
+            smap = maps.get(ch)
+            if smap is not None and smap.pending:
+                self._drain(ch, smap, out.get(ch) or out.setdefault(ch, []))
+        for ch, recs in out.items():
+            if recs:
+                smap = maps[ch]
+                self._write(ch, smap, recs)
+                smap.gaps = 0
         for ch in dispose:
             self._guard(self.sink.dispose, ch.id)
-            self._maps.pop(ch, None)
+            maps.pop(ch, None)
+
+    def _record(self, ch: Channel, smap: _SeqMap, item: _Item, out: list[TransitionRecord]) -> None:
+        """Number ``item`` (the next position of ``ch``) and build its record."""
+        if smap.lost:
+            self._gap(ch, smap, smap.lost, smap.lost_after, smap.lost_time, out)
+            smap.lost = 0
+        seq = smap.next_seq
+        smap.next_seq = seq + 1
+        smap.next_pos += 1
+        holder = item[2]
+        if holder is not None:
+            holder.seq = seq
+        parent = item[3]
+        parent_seq = None
+        if parent is not None:
+            parent_seq = parent.seq
+            if parent_seq < 0:  # changes state after this record: it is not numbered yet
+                parent_seq = seq + parent.position - item[1]
+        source = item[4]
+        if source is not None:
+            src_channel, src = source
+            src_seq = src.seq
+            if src_seq < 0:
+                src_map = self._maps.get(src_channel)
+                if src_map is None or src.position == _PENDING:
+                    src_seq = None
+                else:
+                    src_seq = src_map.next_seq + src.position - src_map.next_pos
+            source = None if src_seq is None else (src_channel.id, src_seq)
+        rec = TransitionRecord(
+            ch.id, seq, item[6], item[7], item[15], item[8] + self._offset,
+            item[9], item[10], item[11], item[12], item[13], item[14], parent_seq, source,
+        )  # fmt: skip
+        out.append(rec)
+        smap.last_after = item[5]
+
+    def _drain(self, ch: Channel, smap: _SeqMap, out: list[TransitionRecord]) -> None:
+        """Number the pending records whose turn has come; runs of drops become one gap."""
+        pending = smap.pending
+        while True:
+            item = pending.get(smap.next_pos)
+            if item is None:
+                return
+            if item[0] is _DROPPED:
+                count = 0
+                while item is not None and item[0] is _DROPPED:
+                    del pending[smap.next_pos]
+                    smap.next_pos += 1
+                    count += 1
+                    last = item
+                    item = pending.get(smap.next_pos)
+                if smap.lost:  # lost by a failed write before these: one gap for both
+                    count += smap.lost
+                    smap.lost = 0
+                self._gap(ch, smap, count, last[5], last[6] + self._offset, out)
+                continue
+            parent = item[3]
+            if parent is not None and parent.position == _PENDING:
+                return  # its parent has not changed the machine yet: wait for it
+            del pending[smap.next_pos]
+            self._record(ch, smap, item, out)
+
+    def _gap(
+        self,
+        ch: Channel,
+        smap: _SeqMap,
+        count: int,
+        after: frozenset[int],
+        when: int,
+        out: list[TransitionRecord],
+    ) -> None:
+        """One record standing for ``count`` lost ones, carrying the configuration after."""
+        rec = TransitionRecord(
+            ch.id, smap.next_seq, Kind.GAP, "dropped", ch.machine.mach_tick, when
+        )
+        rec.args = {"dropped": count}
+        rec.entered = tuple(sorted(after))
+        smap.next_seq += 1
+        smap.gaps += 1
+        out.append(rec)
+        smap.last_after = after
+
+    def _write(self, ch: Channel, smap: _SeqMap, recs: list[TransitionRecord]) -> None:
+        for i in range(0, len(recs), BATCH_MAX):
+            chunk = recs[i : i + BATCH_MAX]
+            if self._guard(self.sink.write, ch.id, chunk):
+                gaps = 0
+                if smap.gaps:  # only _gap() makes gap records: count them when it did
+                    gap = Kind.GAP
+                    for r in chunk:
+                        if r.kind == gap:
+                            gaps += 1
+                ch.sent += len(chunk) - gaps
+                continue
+            # Lost, with every later record of this batch: the next write starts with a
+            # gap record standing for them, at the first lost seq.
+            rest = recs[i:]
+            smap.next_seq = rest[0].seq
+            lost = 0
+            for r in rest:
+                if r.kind == Kind.GAP:
+                    lost += r.args["dropped"]
+                else:
+                    lost += 1
+                    ch.dropped += 1  # records a gap stands for were counted when dropped
+            smap.lost += lost
+            smap.lost_after = smap.last_after  # rest ends with the record numbered last
+            smap.lost_time = rest[-1].time
+            return
 
     def _start(self, ch: Channel) -> None:
-        smap = _SeqMap()
-        smap.next_seq = smap.offset = self.sink.register(ch.machine)
-        self._maps[ch] = smap
-
-    def _gap_capture(self, ch: Channel, drop: _Drop) -> Capture:
-        """One record standing for ``drop.count`` lost ones; later positions shift down."""
-        smap = self._maps[ch]
-        seq = smap.next_seq
-        # The lost records held the next ``count`` seqs; the gap record takes one of them.
-        first_lost_position = seq - smap.offset
-        smap.offset = seq + 1 - (first_lost_position + drop.count)
-        rec = TransitionRecord(ch.id, seq, Kind.GAP, "dropped", ch.machine.mach_tick, drop.time)
-        rec.args = {"dropped": drop.count}
-        rec.entered = tuple(sorted(drop.after))
-        cap = Capture(rec)
-        cap.after = drop.after
-        cap.position = first_lost_position  # where the lost records began (see _ship)
-        return cap
+        self._maps[ch] = _SeqMap(self.sink.register(ch.machine))
 
     def _guard(self, fn: Callable[..., Any], *args: Any) -> bool:
         try:
@@ -463,6 +679,7 @@ class Dispatcher:
         self._wake.set()
         with self._lock:
             while self._buffer or self._drops or self._register or self._dispose or self._busy:
+                self._ensure_running()
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     return False
@@ -485,7 +702,9 @@ class Dispatcher:
             self._stopped = True
         self._urgent = True
         self._wake.set()
-        self._thread.join(timeout)
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
         atexit.unregister(self._at_exit)
 
 

@@ -414,6 +414,7 @@ class WebSocketSink:
         frames: list[bytes] = []
         chunks: list[tuple[_Stream, list[TransitionRecord], int]] = []
         budget = self._max_batch * 8  # records per round, so acks keep flowing
+        gap_kind = Kind.GAP
         with self._lock:
             sources = {mid: s.offset for mid, s in self._streams.items() if s.offset}
             for mid, s in list(self._streams.items()):
@@ -436,7 +437,7 @@ class WebSocketSink:
                     chunk = s.buf[start : start + min(self._max_batch, budget)]
                     # GAP records travel as gap messages: cut the chunk at the first one.
                     for i, rec in enumerate(chunk):
-                        if rec.kind == Kind.GAP:
+                        if rec.kind == gap_kind:
                             chunk = [rec] if i == 0 else chunk[:i]
                             break
                     chunks.append((s, chunk, s.offset))
@@ -509,15 +510,14 @@ class WebSocketSink:
                     # records a restarted server lost must carry it (see _gap_frame).
                     config = s.config
                     reset = RESET_KINDS
+                    discard, add = config.difference_update, config.update
                     for r in s.buf[s.head : upto]:
                         if r.kind in reset:
                             config.clear()
-                            config.update(r.entered)
+                            add(r.entered)
                         else:
-                            if r.exited:
-                                config.difference_update(r.exited)
-                            if r.entered:
-                                config.update(r.entered)
+                            discard(r.exited)
+                            add(r.entered)
                     self._unacked -= upto - s.head
                     s.head = upto
                     if s.head > 4096 and s.head * 2 > len(s.buf):

@@ -11,8 +11,8 @@ import pytest
 def _close_dispatchers() -> Iterator[None]:
     """Stop the sender threads a test started, so the suite does not pile them up.
 
-    Each sink gets its own dispatcher thread, which lives as long as the sink (the core
-    does not reap them after detach yet).
+    Each sink gets its own dispatcher thread; it stops by itself once its channels are
+    detached, but a test that does not detach would leave it waiting.
     """
     from tracer import core
 

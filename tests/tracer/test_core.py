@@ -190,3 +190,50 @@ def test_sanitizer_redacts_and_a_failing_one_is_contained():
 def test_unsupported_objects_are_refused_clearly():
     with pytest.raises(tracer.UnsupportedMachine, match="cannot trace int"):
         attach(42)
+
+
+def test_sender_thread_stops_after_detach_and_restarts_on_attach():
+    import time
+
+    sink = MemorySink()
+    m = toggle_machine()
+    h = attach(m, sink=sink, name="reaped")
+    d = h.dispatcher
+    assert h.flush(5) and d._running
+    h.detach()
+    deadline = time.monotonic() + 5
+    while d._running and time.monotonic() < deadline:  # stops once its channels are gone
+        time.sleep(0.01)
+    assert not d._running and d._thread is not None and not d._thread.is_alive()
+    m2 = toggle_machine()
+    h2 = attach(m2, sink=sink, name="again")  # the same dispatcher starts a new thread
+    assert h2.dispatcher is d and d._running
+    m2.set("On")
+    assert h2.flush(5)
+    assert [r.kind for r in sink.history("again")] == [Kind.INIT, Kind.SET]
+    h2.detach()
+
+
+def test_records_of_a_parent_that_never_commits_wait_and_others_flow():
+    """A nested record waits for its parent's position; other machines are not held up."""
+    sink = MemorySink()
+    a, b = toggle_machine(), toggle_machine()
+    ha, hb = attach(a, sink=sink, name="pa"), attach(b, sink=sink, name="pb")
+    ch = ha.channels[0]
+    parent = ch.begin(Kind.EVENT, "outer")
+    ev = OpenEvent(ch, parent, 0)
+    push_event(ev)
+    a.set("On")  # nested in "outer", which has not changed the machine yet
+    pop_event(ev)
+    b.set("On")
+    assert ha.flush(5) and hb.flush(5)
+    assert [r.name for r in sink.history("pa")] == ["init"]  # "set" waits for "outer"
+    assert [r.kind for r in sink.history("pb")] == [Kind.INIT, Kind.SET]
+    ch.position(parent)
+    ch.commit(parent, frozenset({1}))
+    assert ha.flush(5)
+    assert [(r.kind, r.parent_seq) for r in sink.history("pa")] == [
+        (Kind.INIT, None),
+        (Kind.SET, 2),
+        (Kind.EVENT, None),
+    ]

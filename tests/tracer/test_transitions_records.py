@@ -1034,3 +1034,71 @@ def test_prepare_list_replaced_after_attach_still_records_events():
     recs = history(h, sink)
     assert summary(sink, recs)[1:] == [(Kind.EVENT, "go", ["A"], ["B"], True)]
     h.detach()
+
+
+class Picky(Model):
+    """A model whose state attribute refuses one value: the event's own write fails."""
+
+    def __init__(self) -> None:
+        self._state = None
+
+    @property
+    def state(self):
+        return self._state
+
+    @state.setter
+    def state(self, value):
+        if value == "C":
+            raise RuntimeError("no C here")
+        self._state = value
+
+
+def test_an_event_whose_own_write_fails_records_its_error_and_no_change():
+    sink = MemorySink()
+    model = Picky()
+    m = Machine(
+        model,
+        states=["A", "B", "C"],
+        initial="A",
+        transitions=[["go", "A", "B"], ["jump", "A", "C"]],
+    )
+    h = attach(m, sink=sink)
+    with pytest.raises(RuntimeError, match="no C here"):
+        model.jump()
+    assert model.go() is True
+    recs = history(h, sink)
+    assert summary(sink, recs) == [
+        (Kind.INIT, "init", [], ["A"], True),
+        (Kind.EVENT, "jump", [], [], False),
+        (Kind.EVENT, "go", ["A"], ["B"], True),
+    ]
+    assert recs[1].error == ("RuntimeError", "no C here")
+    assert replayed(sink, recs) == {"B"}
+    h.detach()
+
+
+async def test_flat_machine_triggered_from_an_async_machine_records_its_source():
+    """Sync events open on the thread, async ones in the task: the source crosses over."""
+    from transitions.extensions.asyncio import AsyncMachine
+
+    sink = MemorySink()
+    inner_model = Model()
+    inner = flat(inner_model)
+
+    class Outer(Model):
+        def kick(self) -> None:
+            inner_model.go()
+
+    outer_model = Outer()
+    outer = AsyncMachine(
+        outer_model, states=["A", "B"], initial="A", transitions=[["go", "A", "B"]]
+    )
+    outer.events["go"].add_callback("after", "kick")
+    ho, hi = attach(outer, sink=sink, name="outer"), attach(inner, sink=sink, name="inner")
+    assert await outer_model.go() is True
+    assert inner_model.state == "B"
+    ro, ri = history(ho, sink), history(hi, sink)
+    assert [r.name for r in ri] == ["init", "go"]
+    assert ri[1].source == ("outer", ro[1].seq) and ri[1].parent_seq is None
+    ho.detach()
+    hi.detach()

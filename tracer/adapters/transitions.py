@@ -2,14 +2,21 @@
 
 How it hooks in (the traps T1..T11 are those of the adapter notes, ADAPTERS.md section 1):
 
-- ``machine.resolve_callable`` becomes an instance attribute that runs our probes with the
-  full ``EventData`` (whatever ``send_event`` is) and delegates everything else unchanged.
-- Probes sit in ``prepare_event`` (first, so the duration covers the user's callbacks),
+- Flat synchronous machines without a queue (Machine, LockedMachine, GraphMachine,
+  LockedGraphMachine; the hot path): ``machine._process`` becomes an instance attribute
+  that sees every trigger whole (it is given ``partial(event._trigger, event_data)``), so
+  no callback list needs a probe. ``machine.set_state`` tells the event's own write (called
+  from the transition's ``_change_state``, found by looking at the calling frame) from
+  forced writes (``set_state`` in a callback or from outside).
+- Every other synchronous machine (HSM, queued): ``machine.resolve_callable`` becomes an
+  instance attribute that runs our probes with the full ``EventData`` (whatever
+  ``send_event`` is) and delegates everything else unchanged. Probes sit in
+  ``prepare_event`` (first, so the duration covers the user's callbacks),
   ``before_state_change`` (last; it arms the event for its state write) and
   ``finalize_event`` (first, so a user finalizer that raises cannot skip it). Never
-  ``on_exception``: a non-empty list swallows exceptions (T1).
-- ``machine.set_state`` becomes an instance attribute that sees every state write: the
-  write of an armed event, and forced writes (``set_state``, ``to_state``).
+  ``on_exception``: a non-empty list swallows exceptions (T1). ``machine.set_state``
+  sees every state write: the write of an armed event, and forced writes (``set_state``,
+  ``to_state``).
 - ``add_model``/``remove_model`` instance wrappers open and dispose one channel per model.
 - AsyncMachine gets no probes: an instance ``callbacks`` wrapper runs the same handlers in
   the trigger's own task (see ``_AsyncCallbacks``).
@@ -17,17 +24,17 @@ How it hooks in (the traps T1..T11 are those of the adapter notes, ADAPTERS.md s
 Every instance attribute pickles as the original it replaced, and probes pickle as inert
 markers, so a traced machine pickles and its copy behaves exactly like an untraced one.
 
-Cost, measured on a flat two-state toggle into a MemorySink (shared, busy 2-core machine,
-best of 9 alternating runs): untraced about 11-13 us per trigger; the probes and wrappers
-alone (handlers doing nothing) keep about 81-86% of that speed, the whole adapter about
-41-46%. Of the added ~15 us, ~4-6 us are enqueueing, the sender thread and keeping the
-records alive, ~10 us the handlers with the core's begin/position/commit, ~2 us the three
-extra callback dispatches. Reaching 80% needs fewer probe dispatches and fewer objects per
-event, not faster lines.
+Cost (flat two-state toggle into a MemorySink, shared busy 2-core machine): untraced
+about 10-11 us of app-thread CPU per trigger; traced about 15 us (was 24-28 us with
+probes in three callback lists and three objects per event). What is left: the two
+wrapper calls, one open-event object and one tuple per event, and the sender thread
+building the TransitionRecord (about 1.5 us per record, which the app pays through the
+GIL).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import itertools
 import re
@@ -45,10 +52,12 @@ from tracer.core import (
     Channel,
     OpenEvent,
     _event_stack,
+    _local,
     current_event,
     error_of,
+    pop_async_event,
     pop_event,
-    push_event,
+    push_async_event,
 )
 from tracer.records import Kind, MachineRecord, Schema, StateSpec, TransitionSpec
 from tracer.sanitize import sanitize_args
@@ -61,7 +70,7 @@ _PROBE_LISTS = (
     ("before_state_change", _BEFORE, False),
     ("finalize_event", _FINALIZE, True),
 )
-_WRAPPED = ("resolve_callable", "set_state", "add_model", "remove_model", "callbacks")
+_WRAPPED = ("resolve_callable", "set_state", "add_model", "remove_model", "callbacks", "_process")
 
 # Live tracers by registry key (T10). Weak: a machine dropped without detach() is
 # collected, and its channels are disposed by a finalizer (see _Tracer.install).
@@ -72,6 +81,9 @@ _EMPTY: frozenset[int] = frozenset()
 _EVENT = Kind.EVENT  # module constants: enum member lookups cost on the hot path
 _FORCED = Kind.FORCED
 _MAX_QUEUED = 10_000  # queued-parent entries kept before they are considered stale
+_PENDING = -1
+_getframe = sys._getframe
+_KEEP: list[Any] = []
 
 
 def accepts(obj: Any) -> bool:
@@ -186,6 +198,25 @@ class _SetState(_Wrapper):
         return t.write_many(self.original, state, model)
 
 
+class _Original:
+    """What a hook installed as a bound method unpickles as: its ``call`` is the
+    original it replaced, so the copy of a traced machine behaves as an untraced one."""
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+
+
+def _innermost(stack: list[OpenEvent], mt: _ModelTrace) -> _Event | None:
+    """The innermost flat-machine event of ``mt`` open on this thread."""
+    channel = mt.channel
+    for ev in reversed(stack):
+        if ev.__class__ is _Event and ev.channel is channel:
+            return ev  # type: ignore[return-value]
+    return None
+
+
 class _AddModel(_Wrapper):
     __slots__ = ()
 
@@ -197,6 +228,186 @@ class _AddModel(_Wrapper):
 
 
 _RemoveModel = _AddModel  # the same: call through, then reconcile channels with models
+
+
+class _Process(_Wrapper):
+    """Flat synchronous machines: ``Machine._process`` runs every trigger (it gets
+    ``partial(event._trigger, event_data)``), so one wrapper sees each event whole, and
+    no callback list needs a probe (three fewer callback dispatches per event). This is
+    the hot path: opening and closing the event are inlined, and the record goes to the
+    sender as one plain tuple.
+    """
+
+    __slots__ = ()
+
+    # Installed as the bound method ``call`` (a bound method is called several times
+    # faster than an instance's __call__); it pickles through __reduce__ below.
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Original, (self.original,))
+
+    def call(self, trigger: Any) -> Any:
+        t = self.tracer
+        try:
+            ed = trigger.args[0]
+            mt = t.models[id(ed.model)]
+        except Exception:  # not a trigger we know: run it; its writes record as forced
+            return self.original(trigger)
+        ev = _Event()
+        ch = ev.channel = mt.channel
+        stack = _local.stack
+        parent: OpenEvent | None
+        if stack:
+            parent = stack[-1]
+        else:  # current_event(), inlined: the event open in this asyncio task, if any
+            astack = _event_stack.get()
+            parent = astack[-1] if astack else None
+        if parent is not None:
+            if parent.channel is ch:
+                ev.parent = parent.capture
+            else:
+                ev.source = (parent.channel, parent.capture)
+        ev.started_ns = perf_counter_ns()  # also the record's time stamp (see core._clock)
+        stack.append(ev)
+        try:
+            result = self.original(trigger)
+        except BaseException:
+            t.close_fast(mt, ev, ed)
+            raise
+        # t.close_fast(mt, ev, ed), inlined for the usual case.
+        if stack and stack[-1] is ev:
+            stack.pop()
+        else:
+            pop_event(ev)
+        if ch.closed:
+            return result
+        try:
+            if ed.args or ed.kwargs or t.sanitizer is not None:
+                args = sanitize_args(ed.args, ed.kwargs, t.sanitizer)
+            else:
+                args = None
+            error = ed.error
+            if error is not None:
+                error = error_of(error)
+            if ev.wrote:
+                after = ev.after
+                found = t.change_cache.get((ev.before, after, ev.reenter))
+                if found is None:
+                    found = t.changes(ev.before, after, ev.reenter)
+                exited, entered = found
+            else:
+                after = mt.current
+                exited = entered = ()
+            position = ev.position
+            if position == _PENDING:
+                position = ev.position = ch.next_position()
+            ch.captured += 1
+            # Only an event something nested names needs its seq back from the sender;
+            # any other is freed right here (fewer live objects for the GC to scan).
+            item = (
+                ch, position, ev if ev.referenced else None, ev.parent, ev.source, after,
+                _EVENT, ed.event.name, ev.started_ns, perf_counter_ns() - ev.started_ns, args,
+                bool(ed.result), error, exited, entered, ch.machine.mach_tick,
+            )  # fmt: skip
+        except Exception as exc:
+            t.fail(exc)
+            t.salvage_fast(mt, ev, ed)
+            return result
+        # Dispatcher.enqueue(item), inlined.
+        d = t.dispatcher
+        buf = d._buffer
+        if len(buf) >= d.capacity:
+            d._drop_oldest()
+        buf.append(item)
+        if not d._signalled:
+            d._signalled = True
+            d._wake.set()
+        return result
+
+
+class _Event(OpenEvent):
+    """One trigger of a flat synchronous machine: the open event, and later the record's
+    holder (its ``position`` orders it, the sender sets its ``seq``).
+
+    No slots of its own: the class attributes are the defaults, so opening an event
+    stores only what differs.
+    """
+
+    parent: Any = None
+    source: tuple[Channel, Any] | None = None
+    position = _PENDING
+    seq = _PENDING
+    wrote = False
+    before: frozenset[int] = frozenset()
+    after: frozenset[int] = frozenset()
+    reenter: frozenset[int] = frozenset()
+
+    # No Python-level __init__ (OpenEvent's takes arguments): creating one is a C call.
+    __init__ = object.__init__
+
+    referenced = False  # a nested record names this event as its parent or source
+
+    @property
+    def capture(self) -> Any:  # what nested records name as parent or source
+        self.referenced = True
+        return self
+
+
+class _FastSetState(_Wrapper):
+    """``set_state`` of a flat synchronous machine (see ``_Process``)."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_Original, (self.original,))
+
+    def call(self, state: Any, model: Any = None) -> Any:
+        t = self.tracer
+        mt = t.models.get(id(model))
+        if mt is None:
+            if model is None or isinstance(model, (list, tuple)):
+                return t.write_many(self.original, state, model)
+            return self.original(state, model)
+        # The write of the event open on this thread comes from the transition's
+        # _change_state; any other write (set_state in a callback) is forced.
+        stack = _local.stack
+        if not stack:
+            return t.write_one(self.original, state, model, mt)
+        top = stack[-1]
+        if top.__class__ is _Event and top.channel is mt.channel:
+            ev: _Event = top  # type: ignore[assignment]
+        else:
+            found = _innermost(stack, mt)
+            if found is None:
+                return t.write_one(self.original, state, model, mt)
+            ev = found
+        f = _getframe(1)
+        while id(f.f_code) in _OUR_CODE:  # another tracer's wrapper, or LockedMachine's lock
+            f = f.f_back  # type: ignore[assignment]
+        if f.f_code.co_name != "_change_state":
+            return t.write_one(self.original, state, model, mt)
+        # The event's own write (write_fast, inlined).
+        previous = mt.current
+        if not ev.wrote:
+            ev.wrote = True
+            ev.before = ev.after = previous  # a write that fails changes nothing
+            if ev.position == _PENDING:
+                ev.position = mt.channel.next_position()
+        result = self.original(state, model)  # a failed write: the event records its error
+        try:
+            try:  # the state written is the transition's dest: a name or a State
+                after = t.cache[state]
+            except (KeyError, TypeError):
+                after = t._config_slow(getattr(model, t.attr))
+                if after and len(t.cache) < 4096:
+                    with contextlib.suppress(TypeError):  # an unhashable state
+                        t.cache[state] = after
+            mt.current = after
+            if after == previous:  # an external self-transition exits and re-enters
+                ev.reenter = ev.reenter | t.leaves(after)
+            ev.after = after
+        except Exception as exc:
+            t.fail(exc)
+        return result
 
 
 class _Open(OpenEvent):
@@ -247,13 +458,16 @@ class _Tracer:
         self.models: dict[int, _ModelTrace] = {}
         self.queued = bool(getattr(machine, "has_queue", False))
         self.nested = hasattr(machine, "get_nested_state_names")
+        self.is_async = inspect.iscoroutinefunction(getattr(type(machine), "callbacks", None))
+        # Flat, synchronous, unqueued: one _process wrapper instead of callback probes.
+        self.fast = not (self.is_async or self.nested or self.queued)
         self.queued_parents: dict[int, tuple[Any, _Open]] = {}
         self.lock = threading.Lock()  # guards model bookkeeping (add/remove_model)
         self.initial_channels: list[Channel] = []
         self.all_channels: list[Channel] = []  # shared with the finalizer; holds no machine
         self.saved: dict[str, Any] = {}  # instance attributes we replaced
         self.probes: list[tuple[str, _Probe]] = []
-        self.wrappers: dict[str, _Wrapper] = {}
+        self.wrappers: dict[str, Any] = {}  # what we set: a _Wrapper or a hook's ``call``
         self.finalizer: weakref.finalize[Any, Any] | None = None
 
     # -- configurations ---------------------------------------------------------------
@@ -359,7 +573,10 @@ class _Tracer:
         ch = mt.channel
         ev = _Open(ch, ch.begin(_EVENT, name, parent), perf_counter_ns(), ed)
         mt.open.append(ev)
-        push_event(ev)
+        if self.is_async:
+            push_async_event(ev)
+        else:
+            _local.stack.append(ev)
         return ev
 
     def on_prepare(self, ed: Any) -> None:
@@ -374,10 +591,7 @@ class _Tracer:
                 # Either a further source path of an open event, or may_<trigger>(),
                 # which probes prepare/conditions with a transition set and never finalizes.
                 return
-            # _open(), with current_event() and push_event() inlined: this runs for
-            # every trigger, and a Python call costs about as much as a line here.
-            stack = _event_stack.get()
-            parent = stack[-1] if stack else None
+            parent = current_event()
             if parent is None and self.queued_parents:
                 entry = self.queued_parents.pop(id(ed), None)
                 if entry is not None and entry[0] is ed:
@@ -385,7 +599,10 @@ class _Tracer:
             ch = mt.channel
             ev = _Open(ch, ch.begin(_EVENT, ed.event.name, parent), perf_counter_ns(), ed)
             op.append(ev)
-            _event_stack.set((*stack, ev))
+            if self.is_async:
+                push_async_event(ev)
+            else:
+                _local.stack.append(ev)
         except Exception as exc:
             self.fail(exc)
 
@@ -430,9 +647,8 @@ class _Tracer:
             if ev is None:  # invalid or ignored trigger: no prepare_event ran
                 ev = self._open(mt, ed)
                 op.pop()
-            stack = _event_stack.get()
-            if stack and stack[-1] is ev:  # pop_event(), inlined for the usual case
-                _event_stack.set(stack[:-1])
+            if self.is_async:
+                pop_async_event(ev)
             else:
                 pop_event(ev)
             rec = ev.capture.record
@@ -587,6 +803,67 @@ class _Tracer:
             self.fail(exc)
         return result
 
+    def close_fast(self, mt: _ModelTrace, ev: _Event, ed: Any) -> None:
+        """The event of a flat machine is over (it raised): hand its record on.
+
+        ``_Process`` inlines the same steps for events that return normally.
+        """
+        pop_event(ev)
+        ch = mt.channel
+        if ch.closed:
+            return
+        try:
+            if ed.args or ed.kwargs or self.sanitizer is not None:
+                args = sanitize_args(ed.args, ed.kwargs, self.sanitizer)
+            else:
+                args = None
+            error = ed.error
+            if error is not None:
+                error = error_of(error)
+            if ev.wrote:
+                after = ev.after
+                exited, entered = self.changes(ev.before, after, ev.reenter)
+            else:
+                after = mt.current
+                exited = entered = ()
+            position = ev.position
+            if position == _PENDING:
+                position = ev.position = ch.next_position()
+            item = (
+                ch, position, ev, ev.parent, ev.source, after, _EVENT, ed.event.name, ev.started_ns,
+                perf_counter_ns() - ev.started_ns, args, bool(ed.result), error, exited, entered,
+                ch.machine.mach_tick,
+            )  # fmt: skip
+        except Exception as exc:
+            self.fail(exc)
+            self.salvage_fast(mt, ev, ed)
+            return
+        ch.captured += 1
+        self.dispatcher.enqueue(item)
+
+    def salvage_fast(self, mt: _ModelTrace, ev: _Event, ed: Any) -> None:
+        """Hand on a record whose building failed half-way: the channel must not wait for
+        its position forever."""
+        try:
+            ch = mt.channel
+            try:
+                accepted, name = bool(ed.result), str(ed.event.name)
+            except Exception:
+                accepted, name = False, "?"
+            position = ev.position
+            if position == _PENDING:
+                position = ev.position = ch.next_position()
+            ch.captured += 1
+            self.dispatcher.enqueue(
+                (
+                    ch, position, ev, ev.parent, ev.source, mt.current, _EVENT, name, ev.started_ns,
+                    perf_counter_ns() - ev.started_ns, None, accepted, None, (), (),
+                    ch.machine.mach_tick,
+                )
+            )  # fmt: skip
+        except Exception as exc:
+            self.fail(exc)
+
     def write_one(
         self, original: Callable[..., Any], state: Any, model: Any, mt: _ModelTrace
     ) -> Any:
@@ -667,12 +944,23 @@ class _Tracer:
         machine = self.machine
         self.saved = {name: vars(machine)[name] for name in _WRAPPED if name in vars(machine)}
         self.wrappers = {
-            "set_state": _SetState(self, machine.set_state),
+            "set_state": (
+                _FastSetState(self, machine.set_state).call
+                if self.fast
+                else _SetState(self, machine.set_state)
+            ),
             "add_model": _AddModel(self, machine.add_model),
             "remove_model": _RemoveModel(self, machine.remove_model),
         }
-        if inspect.iscoroutinefunction(getattr(type(machine), "callbacks", None)):
+        if self.is_async:
             self.wrappers["callbacks"] = _AsyncCallbacks(self, machine.callbacks)
+        elif self.fast:
+            self.wrappers["_process"] = _Process(self, machine._process).call
+            locked = getattr(type(machine), "_locked_method", None)
+            code = getattr(locked, "__code__", None)
+            if code is not None:
+                _OUR_CODE.add(id(code))
+                _KEEP.append(code)  # its id must not be reused
         else:
             handlers = (self.on_prepare, self.on_before, self.on_finalize)
             for name, phase, first in _PROBE_LISTS:
@@ -749,6 +1037,17 @@ def attach(machine: Any, ctx: AttachContext) -> tuple[list[Channel], Callable[[]
             live.uninstall()
 
     return list(tracer.initial_channels), detach
+
+
+# Frames skipped when looking for who wrote the state: our own wrappers, and the lock
+# wrapper LockedMachine puts around every public method (added by install()). By id: a
+# code object's hash is not cached, and these functions live as long as their classes.
+_OUR_CODE = {
+    id(_SetState.__call__.__code__),
+    id(_FastSetState.call.__code__),
+    id(_Tracer.write_one.__code__),
+    id(_Tracer.write_many.__code__),
+}
 
 
 # -- helpers -------------------------------------------------------------------------------
