@@ -15,13 +15,14 @@ import ipaddress
 import itertools
 import logging
 import os
+import queue
 import signal
 import ssl as ssl_module
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -263,7 +264,7 @@ class IngestServer:
         self.name = name
         self._token = token or None
         self._server: Server | None = None
-        self._writer: ThreadPoolExecutor | None = None
+        self._writer: _Writer | None = None
         self._ids = itertools.count(1)
         self._connections: dict[int, ConnectionInfo] = {}
         self._listeners: list[Callable[[IngestEvent], None]] = []
@@ -283,7 +284,8 @@ class IngestServer:
         """
         if self._server is not None:
             return
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="aminspect-writer")
+        # A failed group commit leaves storage unknown: forget the cached highest seqs.
+        self._writer = _Writer(self.backend, self._highest.clear)
         self._server = await serve(
             self._handle,
             self.host,
@@ -305,7 +307,7 @@ class IngestServer:
             await server.wait_closed()
         writer, self._writer = self._writer, None
         if writer is not None:
-            await asyncio.get_running_loop().run_in_executor(None, writer.shutdown, True)
+            await asyncio.get_running_loop().run_in_executor(None, writer.shutdown)
 
     async def __aenter__(self) -> IngestServer:
         await self.start()
@@ -373,7 +375,7 @@ class IngestServer:
     # -- storage (writer thread) ---------------------------------------------------------
     def _store(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         assert self._writer is not None
-        return asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+        return self._writer.submit(fn, *args)
 
     def _highest_of(self, machine_id: str) -> int:
         h = self._highest.get(machine_id)
@@ -400,10 +402,25 @@ class IngestServer:
         self._highest[machine_id] = after
         return after - before, after
 
+    def _append_rows(self, machine_id: str, first: int, rows: list[list[Any]]) -> tuple[int, int]:
+        """``_append`` for wire rows (``Backend.append_rows``: no record objects built)."""
+        before = self._highest_of(machine_id)
+        try:
+            self.backend.append_rows(machine_id, first, rows)  # type: ignore[attr-defined]
+        except BackendError:
+            self._highest[machine_id] = self.backend.highest(machine_id)
+            raise
+        after = max(before, first + len(rows) - 1)
+        self._highest[machine_id] = after
+        return after - before, after
+
     # -- connections ---------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
         conn = ConnectionInfo(next(self._ids), _peer(ws))
-        session = ServerSession(self.limits, self._token, self.name)
+        # Backends with ``append_rows`` take the records as validated wire rows, so the
+        # server never builds record objects only for the backend to encode them again.
+        rows = callable(getattr(self.backend, "append_rows", None))
+        session = ServerSession(self.limits, self._token, self.name, rows=rows)
         try:
             if await self._handshake(ws, session, conn):
                 await self._serve(ws, session, conn)
@@ -470,7 +487,11 @@ class IngestServer:
                         return
                     continue
                 if isinstance(msg, Txs):
-                    await line.submit(self._store(self._append, msg.machine_id, msg.records), msg)
+                    if msg.rows is not None:
+                        stored = self._store(self._append_rows, msg.machine_id, msg.first, msg.rows)
+                    else:
+                        stored = self._store(self._append, msg.machine_id, msg.records)
+                    await line.submit(stored, msg)
                 elif isinstance(msg, Gap):
                     await line.submit(self._store(self._append, msg.machine_id, [msg.record]), msg)
                 elif isinstance(msg, MachineMessage):
@@ -594,6 +615,86 @@ class IngestServer:
             err = ProtocolError(INTERNAL, f"storage failed: {exc}", fatal=False, machine_id=mid)
         await self._reject(ws, conn, err)
         await ws.send(encode_ack({mid: highest}))
+
+
+_GROUP_MAX = 64  # jobs made durable together at most (bounds an ack's extra wait)
+
+
+class _Writer:
+    """The one thread that runs every backend call, in arrival order.
+
+    Jobs that queued up while it was busy run as one ``group()`` of the backend when it
+    has one (one transaction / one fsync for all of them: group commit), and their
+    results are delivered only once the group is durable, so an ``ack`` never runs ahead
+    of storage.
+    """
+
+    def __init__(self, backend: Backend, on_group_failure: Callable[[], None]) -> None:
+        self._backend = backend
+        group = getattr(backend, "group", None)
+        self._group = None if getattr(backend, "read_only", False) else group
+        self._on_group_failure = on_group_failure
+        self._jobs: queue.SimpleQueue[
+            tuple[
+                asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]
+            ]
+            | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="aminspect-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._jobs.put((loop, fut, fn, args))
+        return fut
+
+    def shutdown(self) -> None:
+        """Finish the queued jobs and stop the thread."""
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        jobs = self._jobs
+        stop = False
+        while not stop:
+            job = jobs.get()
+            if job is None:
+                return
+            batch = [job]
+            while len(batch) < _GROUP_MAX:
+                try:
+                    more = jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            results: list[tuple[bool, Any]] = []
+            try:
+                group = self._group() if self._group is not None and len(batch) > 1 else None
+                with group if group is not None else contextlib.nullcontext():
+                    for _, _, fn, args in batch:
+                        try:
+                            results.append((True, fn(*args)))
+                        except BaseException as exc:  # delivered to the awaiting coroutine
+                            results.append((False, exc))
+            except BaseException as exc:  # the group could not be made durable
+                self._on_group_failure()
+                results = [(False, exc)] * len(batch)
+            for (loop, fut, _, _), result in zip(batch, results, strict=False):
+                with contextlib.suppress(RuntimeError):  # the loop is closed
+                    loop.call_soon_threadsafe(_deliver, fut, result)
+
+
+def _deliver(fut: asyncio.Future[Any], result: tuple[bool, Any]) -> None:
+    if fut.done():
+        return
+    if result[0]:
+        fut.set_result(result[1])
+    else:
+        fut.set_exception(result[1])
 
 
 class _Pipeline:

@@ -28,6 +28,7 @@ from backends.base import (
 )
 from backends.registry import mask_url
 from backends.snapshots import AnyStrategy, IntervalStrategy, SnapshotStrategy, TimeStrategy
+from tracer.codec import DecodeError, transition_from_list
 from tracer.machine_time import MachineTime, TimeRecord
 from tracer.records import Kind, MachineRecord, TransitionRecord
 
@@ -91,6 +92,13 @@ def _convert(value: str) -> Any:
         return float(value)
     except ValueError:
         return value
+
+
+def _rows_to_records(machine_id: str, rows: Sequence[Sequence[Any]]) -> list[TransitionRecord]:
+    try:
+        return [transition_from_list(machine_id, r) for r in rows]
+    except DecodeError as exc:
+        raise BackendError(f"{machine_id}: bad record row: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +193,8 @@ class BaseBackend(ABC):
         self._recovering: set[str] = set()
         self._closed = False
         self._auto_snapshots = True
+        self._grouping = False  # inside group()
+        self._index_tried: set[str] = set()  # append_rows looked for a saved index
         # Per-machine predicate indexes (backends.query.MachineIndex), built on first use.
         self._indexes: dict[str, _query.MachineIndex] = {}
 
@@ -263,6 +273,25 @@ class BaseBackend(ABC):
             ]
             self._append_batch(machine_id, filler, ())
             self._delete_upto(machine_id, end - 1)
+
+    #: Set by backends that implement ``_append_rows_batch`` (``append_rows``' fast path).
+    _stores_rows: ClassVar[bool] = False
+
+    def _append_rows_batch(
+        self,
+        machine_id: str,
+        rows: Sequence[Sequence[Any]],
+        snapshots: Sequence[Snapshot],
+    ) -> None:
+        """Optional: ``_append_batch`` for records in their positional wire form (see
+        ``append_rows``); only called when ``_stores_rows`` is True."""
+        raise NotImplementedError
+
+    def _group_begin(self) -> None:  # noqa: B027 - optional hook
+        """Start a group commit (see ``group``); a backend that cannot group does nothing."""
+
+    def _group_end(self) -> None:  # noqa: B027 - optional hook
+        """Make everything appended since ``_group_begin`` durable, or raise BackendError."""
 
     def _flush(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
         """Make everything acknowledged durable (for backends that buffer)."""
@@ -516,48 +545,210 @@ class BaseBackend(ABC):
             new = self._validate(machine_id, m, records)
             if not new:
                 return
-            mt = self._clocks_after_highest(machine_id, m).copy()
             strategy = self._strategy(m) if self._auto_snapshots else IntervalStrategy(0)
-            snapshots: list[Snapshot] = []
-            last = m.last
-            changes = []
-            clocks = mt.clocks
-            for rec in new:
-                if strategy.should_snapshot(rec.seq):
-                    if last is None:
-                        last = self._last_of(machine_id, rec.seq - 1, m)
-                    snapshots.append(Snapshot(machine_id, rec.seq, tuple(clocks), *last))
-                change = mt.changes(rec)
-                changes.append(change)
-                for i in change[0]:
-                    clocks[i] += 1
-                for i in change[1]:
-                    clocks[i] += 1
-                last = (rec.time, rec.mach_tick)
-            try:
-                self._append_batch(machine_id, new, snapshots)
-            except BaseException:
-                # A failed append (J-09, Akka): forget what we believed and reload
-                # ``highest`` from storage before the next write.
-                self._cache.pop(machine_id, None)
-                self._indexes.pop(machine_id, None)
-                raise
-            m.clocks = mt
-            m.highest = new[-1].seq
-            m.last = last
             index = self._indexes.get(machine_id)
             if index is None and new[0].seq == 0:
                 # A history recorded from its start: index it as it grows (an index built
                 # later has to decode every record once: ~10 s per million).
-                index = self._indexes[machine_id] = _query.MachineIndex(
-                    len(m.record.schema), 0, [0] * len(m.record.schema)
-                )
-            if index is not None:
+                size = len(m.record.schema)
+                index = _query.MachineIndex(size, 0, [0] * size)
+                self._indexes[machine_id] = index
+            if index is not None and index.end == new[0].seq:
+                self._append_indexed(machine_id, m, new, index, strategy)
+            else:
+                self._append_replaying(machine_id, m, new, strategy)
+            if self.max_records is not None:
+                self._trim(machine_id, m)
+
+    def append_rows(self, machine_id: str, first: int, rows: Sequence[Sequence[Any]]) -> None:
+        """``append`` for records in their positional wire form: ``tracer.codec``'s 13
+        fields (``transition_to_list``), each already type-checked as
+        ``tracer.protocol.ServerSession(rows=True)`` does; seq ``first + i`` is row ``i``.
+
+        The ingest server's path: a backend that stores rows as they are (the journal,
+        SQLite, LMDB, memory) skips building and re-encoding record objects. The result is
+        exactly ``append(machine_id, [transition_from_list(machine_id, r) for r in rows])``,
+        which is what runs for resends, gaps, or backends without a rows path.
+
+        Raises:
+            As ``append``; BackendError also for rows that are not 13-field lists.
+        """
+        if not rows:
+            return self.append(machine_id, [])
+        with self._lock:
+            self._check_write()
+            if machine_id in self._recovering:
+                raise BackendError(f"{machine_id}: cannot write while recovering (S-06)")
+            m = self._machine(machine_id)
+            index = self._indexes.get(machine_id)
+            if index is None and first == 0 and m.highest == -1:
+                size = len(m.record.schema)
+                index = _query.MachineIndex(size, 0, [0] * size)
+                self._indexes[machine_id] = index
+            elif (
+                index is None
+                and self._stores_rows
+                and first == m.highest + 1
+                and machine_id not in self._index_tried
+            ):
+                self._index_tried.add(machine_id)
+                # A history recorded before this open: its saved index (if any) makes the
+                # fast path available; a missing one is not rebuilt here (ingest would stall).
+                index = self._stored_index(machine_id)
+                if index is not None:
+                    self._indexes[machine_id] = index
+            fast = (
+                self._stores_rows
+                and self._auto_snapshots
+                and first == m.highest + 1
+                and index is not None
+                and index.end == first
+                and self._rows_ok(m, first, rows)
+            )
+            if not fast:
+                self.append(machine_id, _rows_to_records(machine_id, rows))
+                return
+            assert index is not None
+            self._append_rows_indexed(machine_id, m, first, rows, index)
+            if self.max_records is not None:
+                self._trim(machine_id, m)
+
+    def _rows_ok(self, m: _Machine, first: int, rows: Sequence[Sequence[Any]]) -> bool:
+        """The checks ``append`` adds to the wire checks: seqs continue ``highest`` without
+        gaps, state indexes within this backend's schema (in bulk, C loops)."""
+        if {type(r) for r in rows} != {list} or {len(r) for r in rows} != {13}:
+            return False
+        if [r[0] for r in rows] != list(range(first, first + len(rows))):
+            return False
+        if first + len(rows) - 1 > _MAX_SEQ:
+            return False
+        states: set[Any] = set().union(*[r[9] for r in rows], *[r[10] for r in rows])
+        return not states or (
+            {type(i) for i in states} == {int}
+            and min(states) >= 0
+            and max(states) < len(m.record.schema)
+        )
+
+    def _append_rows_indexed(
+        self,
+        machine_id: str,
+        m: _Machine,
+        first: int,
+        rows: Sequence[Sequence[Any]],
+        index: _query.MachineIndex,
+    ) -> None:
+        schema = m.record.schema
+        index.extend_rows(machine_id, rows, schema)
+        strategy = self._strategy(m)
+        last_seq = first + len(rows) - 1
+        if type(strategy) is IntervalStrategy:
+            n = strategy.n
+            points: Sequence[int] = range(-(-first // n) * n, last_seq + 1, n) if n > 0 else ()
+        else:
+            points = [r[0] for r in rows if strategy.should_snapshot(r[0])]
+        snapshots: list[Snapshot] = []
+        for seq in points:
+            if seq > first:
+                prev = rows[seq - 1 - first]
+                last = (prev[2], prev[1])
+            else:
+                last = m.last if m.last is not None else self._last_of(machine_id, seq - 1, m)
+            snapshots.append(Snapshot(machine_id, seq, tuple(index.clocks_before(seq)), *last))
+        try:
+            self._append_rows_batch(machine_id, rows, snapshots)
+        except BaseException:
+            self._cache.pop(machine_id, None)
+            self._indexes.pop(machine_id, None)
+            raise
+        m.clocks = MachineTime(len(schema), index.clocks.clocks)
+        m.highest = last_seq
+        m.last = (rows[-1][2], rows[-1][1])
+        if index.end - max(index.saved_end, 0) >= _INDEX_SAVE_EVERY:
+            self._persist_index(machine_id, index)
+
+    def _append_indexed(
+        self,
+        machine_id: str,
+        m: _Machine,
+        new: list[TransitionRecord],
+        index: _query.MachineIndex,
+        strategy: SnapshotStrategy,
+    ) -> None:
+        """Append when the query index is current: one pass over the records (the index
+        advances the clocks), snapshot clocks by bisection in the index."""
+        schema = m.record.schema
+        start = new[0].seq
+        index.extend(new, schema)
+        if type(strategy) is IntervalStrategy:
+            n = strategy.n
+            points: Sequence[int] = range(-(-start // n) * n, new[-1].seq + 1, n) if n > 0 else ()
+        else:  # asked for every record in order, like the time strategy expects
+            points = [r.seq for r in new if strategy.should_snapshot(r.seq)]
+        snapshots: list[Snapshot] = []
+        for seq in points:
+            if seq > start:
+                prev = new[seq - 1 - start]
+                last = (prev.time, prev.mach_tick)
+            else:
+                last = m.last if m.last is not None else self._last_of(machine_id, seq - 1, m)
+            snapshots.append(Snapshot(machine_id, seq, tuple(index.clocks_before(seq)), *last))
+        try:
+            self._append_batch(machine_id, new, snapshots)
+        except BaseException:
+            # J-09 (Akka): forget what we believed; reload ``highest`` from storage.
+            self._cache.pop(machine_id, None)
+            self._indexes.pop(machine_id, None)
+            raise
+        m.clocks = MachineTime(len(schema), index.clocks.clocks)
+        m.highest = new[-1].seq
+        m.last = (new[-1].time, new[-1].mach_tick)
+        if index.end - max(index.saved_end, 0) >= _INDEX_SAVE_EVERY:
+            self._persist_index(machine_id, index)
+
+    def _append_replaying(
+        self,
+        machine_id: str,
+        m: _Machine,
+        new: list[TransitionRecord],
+        strategy: SnapshotStrategy,
+    ) -> None:
+        """Append with no current query index: advance the cached clocks record by record."""
+        mt = self._clocks_after_highest(machine_id, m).copy()
+        snapshots: list[Snapshot] = []
+        last = m.last
+        changes = []
+        clocks = mt.clocks
+        for rec in new:
+            if strategy.should_snapshot(rec.seq):
+                if last is None:
+                    last = self._last_of(machine_id, rec.seq - 1, m)
+                snapshots.append(Snapshot(machine_id, rec.seq, tuple(clocks), *last))
+            change = mt.changes(rec)
+            changes.append(change)
+            for i in change[0]:
+                clocks[i] += 1
+            for i in change[1]:
+                clocks[i] += 1
+            last = (rec.time, rec.mach_tick)
+        try:
+            self._append_batch(machine_id, new, snapshots)
+        except BaseException:
+            # A failed append (J-09, Akka): forget what we believed and reload
+            # ``highest`` from storage before the next write.
+            self._cache.pop(machine_id, None)
+            self._indexes.pop(machine_id, None)
+            raise
+        m.clocks = mt
+        m.highest = new[-1].seq
+        m.last = last
+        index = self._indexes.get(machine_id)
+        if index is not None:
+            if index.end == new[0].seq:
                 index.extend(new, m.record.schema, changes)
                 if index.end - max(index.saved_end, 0) >= _INDEX_SAVE_EVERY:
                     self._persist_index(machine_id, index)
-            if self.max_records is not None:
-                self._trim(machine_id, m)
+            else:
+                self._indexes.pop(machine_id, None)  # out of step: rebuilt on demand
 
     def _validate(
         self, machine_id: str, m: _Machine, records: Sequence[TransitionRecord]
@@ -652,6 +843,40 @@ class BaseBackend(ABC):
             m.clocks = None
             m.last = None
             self._indexes.pop(machine_id, None)
+
+    @contextlib.contextmanager
+    def group(self) -> Iterator[None]:
+        """Appends (and machine updates) in the block are made durable together when it
+        ends: one SQLite transaction, one journal fsync, instead of one per batch (the
+        ingest server groups the batches that queued up while it was writing).
+
+        Each append in the block stays all-or-nothing (a refused one leaves nothing), but
+        none is durable before the block ends, so nothing may be acknowledged before.
+        The lock is held for the whole block. Nested blocks join the outer one.
+
+        Raises:
+            BackendError: making the group durable failed; what the block appended is
+                then unknown (the backend re-reads ``highest`` from storage).
+        """
+        with self._lock:
+            self._check_write()
+            if self._grouping:
+                yield
+                return
+            self._grouping = True
+            try:
+                self._group_begin()
+                try:
+                    yield
+                finally:
+                    try:
+                        self._group_end()
+                    except BaseException:
+                        self._cache.clear()
+                        self._indexes.clear()
+                        raise
+            finally:
+                self._grouping = False
 
     @contextlib.contextmanager
     def auto_snapshots_off(self) -> Iterator[None]:

@@ -89,6 +89,7 @@ __all__ = [
     "decode_batch",
     "decode_frame",
     "encode_batch",
+    "encode_batch_rows",
     "encode_delete",
     "encode_delete_snapshots",
     "encode_frame",
@@ -249,6 +250,63 @@ def encode_batch(machine_id: str, records: Sequence[TransitionRecord]) -> bytes:
     )
 
 
+def encode_batch_rows(machine_id: str, rows: Sequence[Sequence[Any]]) -> bytes:
+    """``encode_batch`` for records in their positional wire form (``codec``'s 13 fields,
+    kind as its code, already checked; contiguous seqs): the same frame bytes, without
+    building records.
+
+    Raises:
+        ValueError: no rows.
+        TypeError: ``args`` cannot be packed by msgpack.
+    """
+    if not rows:
+        raise ValueError("a batch holds at least one record")
+    head = rows[0]
+    first, tick, base_time = head[0], head[1], head[2]
+    names: dict[str, int] = {}
+    out: list[list[Any]] = []
+    append = out.append
+    prev_time = base_time
+    for _, rtick, t, duration, kind, name, args, accepted, error, ex, en, parent, src in rows:
+        index = names.get(name)
+        if index is None:
+            index = names[name] = len(names)
+        if (
+            args is None
+            and accepted is True
+            and error is None
+            and parent is None
+            and src is None
+            and rtick == tick
+        ):
+            append([t - prev_time, duration, kind, index, ex, en])
+        else:
+            row = [
+                t - prev_time,
+                duration,
+                kind,
+                index,
+                list(ex),
+                list(en),
+                args,
+                accepted,
+                None if error is None else [error[0], error[1]],
+                parent,
+                None if src is None else [src[0], src[1]],
+                rtick,
+            ]
+            if rtick == tick:
+                n = 11
+                while n > _ROW_MIN and _is_default(row[n - 1], n - 1):
+                    n -= 1
+                del row[n:]
+            append(row)
+        prev_time = t
+    return encode_frame(
+        _pack([T_BATCH, machine_id, first, len(rows), tick, base_time, list(names), out])
+    )
+
+
 def _is_default(value: Any, position: int) -> bool:
     default = _DEFAULT_TAIL[position - _ROW_MIN]
     if default is True:
@@ -309,6 +367,21 @@ def frame_info(payload: bytes | memoryview) -> FrameInfo:
         DecodeError: the payload is not a well-formed frame of a known type.
     """
     try:
+        if len(payload) < 256 and payload[0] == 0x96 and payload[1] == T_SNAPSHOT:
+            # A snapshot (one every 128 records): one C call instead of a streaming read.
+            data = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+            if type(data) is list and len(data) == 6:
+                mid, index, clocks, t, tick = data[1:]
+                if (
+                    type(mid) is str
+                    and mid
+                    and _uint(index)
+                    and type(clocks) is list
+                    and (not clocks or ({type(c) for c in clocks} == {int} and min(clocks) >= 0))
+                    and _uint(t)
+                    and _uint(tick)
+                ):
+                    return SnapshotInfo(mid, index, tuple(clocks), t, tick)
         unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=MAX_FRAME)
         unpacker.feed(payload)
         size = unpacker.read_array_header()
@@ -332,7 +405,7 @@ def frame_info(payload: bytes | memoryview) -> FrameInfo:
                 and mid
                 and _uint(index)
                 and isinstance(clocks, list)
-                and all(_uint(c) for c in clocks)
+                and (not clocks or ({type(c) for c in clocks} == {int} and min(clocks) >= 0))
                 and _uint(t)
                 and _uint(tick)
             ):

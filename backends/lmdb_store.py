@@ -106,7 +106,7 @@ class LMDBBackend(BaseBackend):
                 metasync=self.durability == "full",
                 sync=True,
                 writemap=False,
-                max_dbs=4,
+                max_dbs=5,
                 create=not self.read_only,
             )
             if not self.read_only:
@@ -117,6 +117,12 @@ class LMDBBackend(BaseBackend):
                 name: self._env.open_db(name.encode(), create=not self.read_only)
                 for name in ("machines", "records", "snapshots", "meta")
             }
+            # The persisted query index (a cache, see BaseBackend._save_index). An
+            # environment written before it existed has none: a read-only open skips it.
+            try:
+                self._dbs["qindex"] = self._env.open_db(b"qindex", create=not self.read_only)
+            except lmdb.NotFoundError:
+                pass
         except lmdb.Error as exc:
             self._release()
             raise BackendError(f"cannot open LMDB environment {path}: {exc}") from None
@@ -218,12 +224,39 @@ class LMDBBackend(BaseBackend):
             items = [(prefix + _SEQ.pack(r.seq), pack(_to_list(r))) for r in records]
         except (TypeError, ValueError, OverflowError) as exc:
             raise BackendError(f"{machine_id}: cannot encode the batch: {exc}") from None
+        self._put_items(machine_id, items, records[-1].seq, snapshots)
+
+    _stores_rows = True
+
+    def _append_rows_batch(
+        self,
+        machine_id: str,
+        rows: Sequence[Sequence[Any]],
+        snapshots: Sequence[Snapshot],
+    ) -> None:
+        prefix = self._key_prefix(machine_id)
+        pack = self._packer.pack
+        key = _SEQ.pack
+        # A wire row is the record's transition_to_list: stored as it is.
+        try:
+            items = [(prefix + key(r[0]), pack(r)) for r in rows]
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise BackendError(f"{machine_id}: cannot encode the batch: {exc}") from None
+        self._put_items(machine_id, items, rows[-1][0], snapshots)
+
+    def _put_items(
+        self,
+        machine_id: str,
+        items: list[tuple[bytes, bytes]],
+        highest: int,
+        snapshots: Sequence[Snapshot],
+    ) -> None:
+        prefix = self._key_prefix(machine_id)
         snaps = [
             (prefix + _SEQ.pack(s.index), _pack([list(s.clocks), s.time, s.mach_tick]))
             for s in snapshots
         ]
         _, first = self._meta_of(machine_id)
-        highest = records[-1].seq
 
         def put(txn: lmdb.Transaction) -> None:
             with txn.cursor(db=self._dbs["records"]) as cur:
@@ -332,6 +365,22 @@ class LMDBBackend(BaseBackend):
                         break
 
         self._write(delete)
+
+    # ------------------------------------------------------------------ query index
+    def _load_index(self, machine_id: str) -> bytes | None:
+        db = self._dbs.get("qindex")
+        if db is None:
+            return None
+        with self._env.begin(db=db) as txn:
+            raw = txn.get(machine_id.encode())
+        return None if raw is None else bytes(raw)
+
+    def _save_index(self, machine_id: str, data: bytes) -> None:
+        db = self._dbs.get("qindex")
+        if db is None:
+            return
+        key = machine_id.encode()
+        self._write(lambda txn: txn.put(key, data, db=db))
 
     # ------------------------------------------------------------------ lifecycle
     def _flush(self) -> None:

@@ -129,6 +129,27 @@ class MemoryBackend(BaseBackend):
             blobs = [pack(transition_to_list(r)) for r in records]
         except (TypeError, ValueError, KeyError) as exc:
             raise BackendError(f"{machine_id}: cannot encode a record: {exc}") from None
+        self._store_blobs(machine_id, blobs, records[-1].seq, snapshots)
+
+    _stores_rows = True
+
+    def _append_rows_batch(
+        self,
+        machine_id: str,
+        rows: Sequence[Sequence[Any]],
+        snapshots: Sequence[Snapshot],
+    ) -> None:
+        # A wire row is the record's transition_to_list: stored as it is.
+        pack = self._packer.pack
+        try:
+            blobs = [pack(r) for r in rows]
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise BackendError(f"{machine_id}: cannot encode a record: {exc}") from None
+        self._store_blobs(machine_id, blobs, rows[-1][0], snapshots)
+
+    def _store_blobs(
+        self, machine_id: str, blobs: list[bytes], highest: int, snapshots: Sequence[Snapshot]
+    ) -> None:
         stream = self._streams.get(machine_id)
         if stream is None:
             stream = self._streams[machine_id] = _Stream()
@@ -136,7 +157,7 @@ class MemoryBackend(BaseBackend):
         for blob in blobs:
             offsets.append(len(data))
             data += blob
-        stream.highest = records[-1].seq
+        stream.highest = highest
         for snap in snapshots:
             self._save_snapshot(snap)
 

@@ -30,14 +30,15 @@ from __future__ import annotations
 import sys
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
 from backends.base import BackendError, Query
+from tracer.codec import KIND_CODES
 from tracer.machine_time import MachineTime, TimeRecord, time_records
-from tracer.records import Schema, TransitionRecord
+from tracer.records import RESET_KINDS, Schema, TransitionRecord
 
 if TYPE_CHECKING:
     from backends._base import BaseBackend
@@ -55,6 +56,8 @@ __all__ = [
 ]
 
 _CHUNK = 1024  # records read per storage call while filtering
+_KIND_NAMES = {code: str(kind) for kind, code in KIND_CODES.items()}
+_RESET_CODES = frozenset(KIND_CODES[k] for k in RESET_KINDS)
 
 
 def _raw(a: array[int]) -> bytes:
@@ -62,6 +65,33 @@ def _raw(a: array[int]) -> bytes:
         a = array("q", a)
         a.byteswap()
     return a.tobytes()
+
+
+def _raw_any(a: array[int]) -> bytes:
+    if sys.byteorder != "little":  # pragma: no cover
+        a = array(a.typecode, a)
+        a.byteswap()
+    return a.tobytes()
+
+
+def _from_raw_any(typecode: str, data: bytes) -> array[int]:
+    a = array(typecode)
+    a.frombytes(data)
+    if sys.byteorder != "little":  # pragma: no cover
+        a.byteswap()
+    return a
+
+
+# A record's flags byte in the index: bit 0 accepted is True, bit 1 accepted is False,
+# bit 2 has an error, bits 3-7 the kind's code (31: not a known kind).
+_ACC_TRUE, _ACC_FALSE, _HAS_ERROR = 1, 2, 4
+_NO_KIND = 31
+
+
+def _acc_bits(accepted: object) -> int:
+    """The accepted bits of a value that is not a bool, compared as Query compares (1 ==
+    True)."""
+    return (accepted == True) | ((accepted == False) << 1)  # noqa: E712
 
 
 def _from_raw(data: bytes) -> array[int]:
@@ -80,7 +110,19 @@ class MachineIndex:
     record plus 8 per state change.
     """
 
-    __slots__ = ("base", "clocks", "enters", "exits", "first", "monotonic", "saved_end", "times")
+    __slots__ = (
+        "base",
+        "clocks",
+        "enters",
+        "exits",
+        "first",
+        "flags",
+        "monotonic",
+        "name_ids",
+        "name_of",
+        "saved_end",
+        "times",
+    )
 
     def __init__(self, size: int, first: int, base: Sequence[int]) -> None:
         self.first = first
@@ -91,8 +133,13 @@ class MachineIndex:
         self.exits: list[array[int]] = [array("q") for _ in range(size)]
         self.monotonic = True
         self.saved_end = -1  # ``end`` when last saved by the backend (-1: never)
+        # Per record, so find/count filter by name, kind, outcome without decoding records:
+        # the record's name as an id into ``name_ids`` and a flags byte (see _flags).
+        self.name_of: array[int] = array("I")
+        self.flags: array[int] = array("B")
+        self.name_ids: dict[str, int] = {}
 
-    _FORMAT = 1
+    _FORMAT = 2
 
     def to_bytes(self) -> bytes:
         """The index as msgpack (arrays as raw little-endian int64), for backends that
@@ -108,6 +155,9 @@ class MachineIndex:
                 _raw(self.times),
                 [_raw(a) for a in self.enters],
                 [_raw(a) for a in self.exits],
+                list(self.name_ids),
+                _raw_any(self.name_of),
+                self.flags.tobytes(),
             ],
             use_bin_type=True,
         )
@@ -118,8 +168,11 @@ class MachineIndex:
         """An index saved by ``to_bytes``; None when it is unreadable or of another size
         (the caller then rebuilds it)."""
         try:
-            fmt, first, base, clocks, monotonic, times, enters, exits = msgpack.unpackb(data)
-            if fmt != cls._FORMAT or len(base) != size or len(enters) != size:
+            fields = msgpack.unpackb(data)
+            if fields[0] != cls._FORMAT or len(fields) != 11:
+                return None  # another format: rebuilt
+            _, first, base, clocks, monotonic, times, enters, exits, names, name_of, flags = fields
+            if len(base) != size or len(enters) != size:
                 return None
             index = cls(size, first, base)
             index.clocks = MachineTime(size, clocks)
@@ -127,7 +180,11 @@ class MachineIndex:
             index.times = _from_raw(times)
             index.enters = [_from_raw(a) for a in enters]
             index.exits = [_from_raw(a) for a in exits]
-            if len(exits) != size:
+            index.name_ids = {n: i for i, n in enumerate(names)}
+            index.name_of = _from_raw_any("I", name_of)
+            index.flags = array("B", flags)
+            n = len(index.times)
+            if len(exits) != size or len(index.name_of) != n or len(index.flags) != n:
                 return None
         except (ValueError, TypeError):
             return None
@@ -179,8 +236,26 @@ class MachineIndex:
         enters, exits = self.enters, self.exits
         last = times[-1] if times else None
         c = clocks.clocks
+        reset = RESET_KINDS
+        name_ids, name_of, flags = self.name_ids, self.name_of, self.flags
+        codes = KIND_CODES
         for k, rec in enumerate(records):
-            exited, entered = clocks.changes(rec) if changes is None else changes[k]
+            nid = name_ids.get(rec.name)
+            if nid is None:
+                nid = name_ids[rec.name] = len(name_ids)
+            name_of.append(nid)
+            acc = rec.accepted
+            flags.append(
+                (_ACC_TRUE if acc is True else _ACC_FALSE if acc is False else _acc_bits(acc))
+                | (0 if rec.error is None else _HAS_ERROR)
+                | (codes.get(rec.kind, _NO_KIND) << 3)
+            )
+            if changes is not None:
+                exited, entered = changes[k]
+            elif rec.kind in reset:
+                exited, entered = clocks.changes(rec)
+            else:
+                exited, entered = rec.exited, rec.entered
             seq = rec.seq
             for i in exited:
                 exits[i].append(seq)
@@ -189,6 +264,55 @@ class MachineIndex:
                 enters[i].append(seq)
                 c[i] += 1
             t = rec.time
+            if last is not None and t < last:
+                self.monotonic = False
+            times.append(t)
+            last = t
+
+    def extend_rows(self, machine_id: str, rows: Sequence[Sequence[Any]], schema: Schema) -> None:
+        """``extend`` for records in their positional wire form (``codec``'s 13 fields:
+        seq, mach_tick, time, duration, kind code, name, args, accepted, error, exited,
+        entered, parent_seq, source), as ``BaseBackend.append_rows`` receives them."""
+        clocks = self.clocks
+        if len(clocks.clocks) < len(schema):
+            grow = len(schema) - len(clocks.clocks)
+            clocks.clocks.extend([0] * grow)
+            self.base = self.base + (0,) * grow
+            self.enters.extend(array("q") for _ in range(grow))
+            self.exits.extend(array("q") for _ in range(grow))
+        times = self.times
+        enters, exits = self.enters, self.exits
+        last = times[-1] if times else None
+        c = clocks.clocks
+        reset = _RESET_CODES
+        name_ids, name_of, flags = self.name_ids, self.name_of, self.flags
+        for row in rows:
+            seq = row[0]
+            kind = row[4]
+            nid = name_ids.get(row[5])
+            if nid is None:
+                nid = name_ids[row[5]] = len(name_ids)
+            name_of.append(nid)
+            acc = row[7]
+            flags.append(
+                (_ACC_TRUE if acc is True else _ACC_FALSE if acc is False else _acc_bits(acc))
+                | (0 if row[8] is None else _HAS_ERROR)
+                | ((kind if kind in _KIND_NAMES else _NO_KIND) << 3)
+            )
+            if kind in reset:
+                exited, entered = clocks.changes(
+                    TransitionRecord(machine_id, seq, _KIND_NAMES[kind], entered=tuple(row[10]))
+                )
+            else:
+                exited = row[9]
+                entered = row[10]
+            for i in exited:
+                exits[i].append(seq)
+                c[i] += 1
+            for i in entered:
+                enters[i].append(seq)
+                c[i] += 1
+            t = row[2]
             if last is not None and t < last:
                 self.monotonic = False
             times.append(t)
@@ -385,6 +509,72 @@ def _record_level(record: TransitionRecord, q: Query) -> bool:
     return q.has_error is None or (record.error is not None) == q.has_error
 
 
+_Counter = Callable[[int, int], int]
+
+
+def _index_filter(
+    index: MachineIndex, q: Query
+) -> tuple[bool, Callable[[int], bool] | None, _Counter | None]:
+    """The record-level filters (name, kinds, accepted, has_error) answered from the index's
+    per-record name ids and flags: (exact, test of a position ``seq - first``); the test
+    is None when there are no such filters. Not exact (a filter value of an unexpected
+    type) means the test only narrows and the records must still be checked. The third
+    item, when set, counts the matching positions in ``[a, b)`` in C (one filter kind)."""
+    if not _needs_record(q):
+        return True, None, None
+    exact = True
+    nid = -1
+    if q.name is not None:
+        found = index.name_ids.get(q.name) if isinstance(q.name, str) else None
+        nid = -2 if found is None else found  # -2: no record has the name
+        exact = isinstance(q.name, str)
+    mask = want = 0
+    if q.accepted is not None:
+        if q.accepted is True or q.accepted is False:
+            bit = _ACC_TRUE if q.accepted else _ACC_FALSE
+            mask |= bit
+            want |= bit
+        else:
+            exact = False
+    if q.has_error is not None:
+        mask |= _HAS_ERROR
+        want |= _HAS_ERROR if q.has_error else 0
+        exact = exact and isinstance(q.has_error, bool)
+    codes: frozenset[int] | None = None
+    if q.kinds is not None:
+        try:
+            codes = frozenset(KIND_CODES[k] for k in q.kinds if k in KIND_CODES)
+        except TypeError:  # unhashable kinds: leave it to the records
+            exact = False
+    name_of, flags = index.name_of, index.flags
+    if nid == -2 and exact:
+        return True, lambda k: False, lambda a, b: 0
+
+    def test(k: int) -> bool:
+        if nid >= 0 and name_of[k] != nid:
+            return False
+        f = flags[k]
+        if f & mask != want:
+            return False
+        return codes is None or f >> 3 in codes
+
+    counter: _Counter | None = None
+    if exact and nid >= 0 and not mask and codes is None:
+
+        def counter(a: int, b: int) -> int:
+            return name_of[a:b].count(nid)
+
+    elif exact and nid == -1:
+        table = bytes(
+            1 if f & mask == want and (codes is None or f >> 3 in codes) else 0 for f in range(256)
+        )
+
+        def counter(a: int, b: int) -> int:
+            return flags[a:b].tobytes().translate(table).count(1)
+
+    return exact, test, counter
+
+
 def _needs_record(q: Query) -> bool:
     return (
         q.name is not None
@@ -450,11 +640,23 @@ def _candidates(
     seqs: Iterable[int] = reversed(source) if q.newest_first else source
     first, times = index.first, index.times
     t0, t1 = q.time_start, q.time_end
-    if not (time_filter or active or inactive or len(entered) + len(exited) > (driver is not None)):
+    _, record_test, counter = _index_filter(index, q)
+    if not (
+        time_filter
+        or active
+        or inactive
+        or record_test is not None
+        or len(entered) + len(exited) > (driver is not None)
+    ):
         return index, iter(seqs), len(source)  # the source alone answers count()
+    known: int | None = None
+    if counter is not None and not (time_filter or active or inactive or entered or exited):
+        known = counter(lo - first, hi - first)  # the index's arrays answer count()
 
     def gen() -> Iterator[int]:
         for seq in seqs:
+            if record_test is not None and not record_test(seq - first):
+                continue
             if time_filter:
                 t = times[seq - first]
                 if (t0 is not None and t < t0) or (t1 is not None and t >= t1):
@@ -470,7 +672,7 @@ def _candidates(
                     continue
             yield seq
 
-    return index, gen(), None
+    return index, gen(), known
 
 
 def _runs(seqs: Sequence[int]) -> Iterator[tuple[int, int]]:
@@ -569,7 +771,7 @@ def count(backend: BaseBackend, query: Query) -> int:
     total = 0
     strict = query.machine_id is not None
     for mid in _machine_ids(backend, query):
-        if _needs_record(query):
+        if _needs_record(query) and not _index_filter(backend._index_for(mid), query)[0]:
             total += len(_machine_find(backend, mid, query, None, strict))
             continue
         found = _candidates(backend, mid, query, strict)

@@ -106,6 +106,8 @@ class SQLiteBackend(BaseBackend):
                 "sqlite:// needs a file path: sqlite:///relative.db or sqlite:////abs.db"
             )
         self.path = path
+        self._in_group = False  # inside BaseBackend.group(): appends use savepoints
+        self._in_savepoint = False
         try:
             if self.read_only:
                 if not os.path.exists(path):
@@ -239,12 +241,40 @@ class SQLiteBackend(BaseBackend):
             rows = [(mid, r.seq, pack(transition_to_list(r))) for r in records]
         except (TypeError, ValueError, KeyError, OverflowError) as exc:
             raise BackendError(f"{machine_id}: cannot encode a record: {exc}") from None
+        self._insert(mid, rows, records[-1].seq, snapshots)
+
+    _stores_rows = True
+
+    def _append_rows_batch(
+        self,
+        machine_id: str,
+        rows: Sequence[Sequence[Any]],
+        snapshots: Sequence[Snapshot],
+    ) -> None:
+        mid = self._mid(machine_id)
+        if mid is None:
+            raise BackendError(f"unknown machine {machine_id!r} in {self.url}")
+        # A wire row is the record's transition_to_list: stored as it is.
+        pack = self._packer.pack
+        try:
+            items = [(mid, r[0], pack(r)) for r in rows]
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise BackendError(f"{machine_id}: cannot encode a record: {exc}") from None
+        self._insert(mid, items, rows[-1][0], snapshots)
+
+    def _insert(
+        self,
+        mid: int,
+        rows: list[tuple[int, int, bytes]],
+        highest: int,
+        snapshots: Sequence[Snapshot],
+    ) -> None:
         db = self._db
         with self._tx():
             db.executemany("INSERT INTO records (mid, seq, data) VALUES (?, ?, ?)", rows)
             for snap in snapshots:
                 self._save_snapshot(snap)
-            db.execute("UPDATE machines SET highest = ? WHERE mid = ?", (records[-1].seq, mid))
+            db.execute("UPDATE machines SET highest = ? WHERE mid = ?", (highest, mid))
 
     def _decode(self, machine_id: str, seq: int, data: bytes) -> TransitionRecord:
         try:
@@ -336,6 +366,23 @@ class SQLiteBackend(BaseBackend):
     def _flush(self) -> None:
         pass  # every batch is committed before append returns
 
+    def _group_begin(self) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as err:
+            raise _sqlite_error(self.path, err) from None
+        self._in_group = True
+
+    def _group_end(self) -> None:
+        self._in_group = False
+        db = self._db
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as err:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise _sqlite_error(self.path, err) from None
+
     def _close(self) -> None:
         try:
             self._db.close()
@@ -361,21 +408,40 @@ class SQLiteBackend(BaseBackend):
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` .. ``COMMIT``, or ``ROLLBACK`` on error; nests as a no-op."""
+    """``BEGIN IMMEDIATE`` .. ``COMMIT``, or ``ROLLBACK`` on error; nests as a no-op,
+    except directly inside a group commit, where it is a savepoint (each append of the
+    group stays all-or-nothing)."""
 
-    __slots__ = ("_backend", "_outer")
+    __slots__ = ("_backend", "_outer", "_savepoint")
 
     def __init__(self, backend: SQLiteBackend) -> None:
         self._backend = backend
         self._outer = False
+        self._savepoint = False
 
     def __enter__(self) -> None:
-        db = self._backend._db
+        backend = self._backend
+        db = backend._db
         if not db.in_transaction:
             db.execute("BEGIN IMMEDIATE")
             self._outer = True
+        elif backend._in_group and not backend._in_savepoint:
+            db.execute("SAVEPOINT one_append")
+            backend._in_savepoint = self._savepoint = True
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self._savepoint:
+            self._backend._in_savepoint = False
+            db = self._backend._db
+            try:
+                if exc_type is not None:
+                    db.execute("ROLLBACK TO one_append")
+                db.execute("RELEASE one_append")
+            except sqlite3.Error as err:
+                raise _sqlite_error(self._backend.path, err) from None
+            if isinstance(exc, sqlite3.Error):
+                raise _sqlite_error(self._backend.path, exc) from None
+            return
         if not self._outer:
             return
         db = self._backend._db

@@ -1,7 +1,12 @@
 """Backend benchmarks: asyncmachine-go's TrackMany, and a 1,000,000-record history.
 
 Run: ``.venv/bin/python tests/bench/bench_backends.py [--records N] [--toggles N]
-[--backends memory,sqlite,lmdb,journal] [--queries Q] [--no-memory-pass]``
+[--backends memory,sqlite,lmdb,journal,postgresql] [--queries Q] [--no-memory-pass]
+[--pg-url URL] [--writers K] [--ingest N]``
+
+``postgresql`` runs against ``--pg-url`` (or ``$AMINSPECT_PG_URL``), else against a
+throwaway local cluster started through ``tests/pg_server.py`` (``fsync=off``: the numbers
+are the client's and the server's CPU, not a disk's; each store is a fresh schema).
 
 (a) TrackMany, after asyncmachine-go's ``pkg/history`` test (``AssertBasics``): a 7-state
     machine, one tracked state, 50,000 toggles of one state recorded through the tracer
@@ -10,8 +15,13 @@ Run: ``.venv/bin/python tests/bench/bench_backends.py [--records N] [--toggles N
     the queries, next to asyncmachine-go's published numbers (Go, same shape of work).
 (b) 1,000,000 records of one 7-state machine appended in batches of 1000: append rate,
     reopen time, latency of each predicate (first call, which builds the query index,
-    separately), ``state_at`` at random seqs, ``find`` newest 25, bytes per record on
+    separately), ``state_at`` at random seqs, ``find`` newest 25, ``count`` of one event
+    name (median of 3), bytes per record on
     disk and in memory (tracemalloc, in a separate pass so it does not slow the timings).
+(c) Several writers (``--writers K``, SQLite and PostgreSQL): K processes each append
+    their own machine's history into one store at once; the aggregate rate.
+(d) Ingest through ``aminspect record`` (``--ingest N`` records per machine): the
+    ``bench_ws`` ingest run (4 tracer connections) into SQLite and PostgreSQL.
 
 SPEC §10 targets: predicates under 1 ms (memory) and 5 ms (SQLite) on 1,000,000 records,
 ``state_at`` under 5 ms, memory backend at most 150 bytes and journal at most 40 bytes on
@@ -58,10 +68,35 @@ REFERENCE = {
     "sqlite": ("GORM/SQLite", 189, 998, 999),
     "lmdb": ("bbolt", 140, 155, 155),
 }
-ALL = ("memory", "sqlite", "lmdb", "journal")
+ALL = ("memory", "sqlite", "lmdb", "journal", "postgresql")
+
+PG: dict[str, Any] = {"base": None, "server": None, "urls": {}}
+
+
+def pg_base(url: str | None) -> str | None:
+    """The PostgreSQL URL stores are made in: the given one, else a throwaway cluster
+    (None when no server binary is installed)."""
+    if PG["base"] is None:
+        from tests import pg_server
+
+        url = url or os.environ.get(pg_server.ENV_URL)
+        if url is None:
+            if pg_server.binaries() is None:
+                return None
+            PG["server"] = pg_server.start()
+            url = PG["server"].local_url
+        PG["base"] = url
+    return str(PG["base"])
 
 
 def url_for(name: str, folder: Path) -> str:
+    if name == "postgresql":
+        from tests import pg_server
+
+        urls: dict[Path, str] = PG["urls"]
+        if folder not in urls:
+            urls[folder] = pg_server.fresh_schema_url(str(PG["base"]))
+        return urls[folder]
     return {
         "memory": "memory://",
         "sqlite": f"sqlite:///{folder / 'h.db'}",
@@ -70,9 +105,37 @@ def url_for(name: str, folder: Path) -> str:
     }[name]
 
 
+def clean(name: str, folder: Path) -> None:
+    """Remove a store (its folder, and its schema for PostgreSQL)."""
+    shutil.rmtree(folder)
+    url = PG["urls"].pop(folder, None)
+    if url is not None:
+        import psycopg
+
+        from backends.postgres import split_url
+
+        conninfo, options = split_url(url)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{options["schema"]}" CASCADE')
+
+
 def disk_bytes(name: str, folder: Path) -> int:
     if name == "memory":
         return 0
+    if name == "postgresql":  # tables, their indexes and TOAST
+        import psycopg
+
+        from backends.postgres import split_url
+
+        conninfo, options = split_url(url_for(name, folder))
+        with psycopg.connect(conninfo) as conn:
+            row = conn.execute(
+                "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relkind = 'r'",
+                (options["schema"],),
+            ).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
     total = 0
     for p in folder.rglob("*"):
         if p.is_file() and not p.name.endswith((".lock", "-shm")) and p.name != "lock.mdb":
@@ -247,8 +310,14 @@ def million(name: str, folder: Path, n: int, batch: int, queries: int) -> dict[s
         lambda: backend.find(Query(machine_id="big", newest_first=True, limit=25)), queries
     )
     row["find newest 25 ms"] = f"{med:.3f}/{p95:.3f}"
+    # A record-level filter: PostgreSQL answers it in SQL, the others decode every record.
+    med, _ = timed(lambda: backend.count(Query(machine_id="big", name="ping")), 3)
+    row["count by name ms"] = f"{med:.0f}"
     backend.close()
     row["disk B/rec"] = f"{disk_bytes(name, folder) / n:.1f}" if name != "memory" else "-"
+    sidecar = folder / "h.amj.idx"  # the journal's persisted query index (a cache)
+    if sidecar.exists():
+        row["disk B/rec"] += f" ({sidecar.stat().st_size / n:.1f} index)"
     return row
 
 
@@ -268,6 +337,74 @@ def memory_pass(name: str, folder: Path, n: int, batch: int) -> str:
     return f"{used / n:.1f}"
 
 
+def writer(url: str, mid: str, n: int, batch: int) -> None:
+    """Child of (c): wait for ``go`` on stdin, append ``n`` records of ``mid``, print the
+    wall-clock span as JSON."""
+    import json
+
+    backend = backends.open(url)
+    machine = big_machine()
+    backend.put_machine(MachineRecord(mid, machine.kind, machine.schema, created=1, updated=1))
+    batches = [
+        [TransitionRecord(**{**_fields(r), "machine_id": mid}) for r in records]
+        for records in history(n, batch)
+    ]
+    print("ready", flush=True)
+    sys.stdin.readline()
+    start = time.time()
+    for records in batches:
+        backend.append(mid, records)
+    backend.flush()
+    end = time.time()
+    backend.close()
+    print(json.dumps({"start": start, "end": end}), flush=True)
+
+
+def _fields(r: TransitionRecord) -> dict[str, Any]:
+    return {f: getattr(r, f) for f in TransitionRecord.__dataclass_fields__}
+
+
+def several_writers(name: str, folder: Path, k: int, n: int, batch: int) -> list[str]:
+    """(c): ``k`` processes append ``n`` records each into one store at once."""
+    import json
+    import subprocess
+
+    url = url_for(name, folder)
+    backends.open(url).close()  # create the store before the writers race for it
+    kids = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--writer", url, f"w{i}", str(n), str(batch)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(k)
+    ]
+    spans = []
+    try:
+        for kid in kids:
+            assert kid.stdout is not None and kid.stdout.readline().strip() == "ready"
+        for kid in kids:
+            assert kid.stdin is not None
+            kid.stdin.write("go\n")
+            kid.stdin.flush()
+        for kid in kids:
+            out, _ = kid.communicate(timeout=1800)
+            if kid.returncode != 0:
+                raise SystemExit(f"{name}: a writer failed")
+            spans.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for kid in kids:
+            if kid.poll() is None:
+                kid.kill()
+                kid.wait()
+    seconds = max(sp["end"] for sp in spans) - min(sp["start"] for sp in spans)
+    with backends.open(url, read_only=True) as b:
+        ok = all(b.highest(f"w{i}") == n - 1 for i in range(k))
+    return [name, str(k), f"{k * n:,}", f"{seconds:.2f}", f"{k * n / seconds:,.0f}",
+            "ok" if ok else "WRONG"]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
@@ -276,8 +413,19 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--backends", default=",".join(ALL))
     parser.add_argument("--no-memory-pass", action="store_true")
+    parser.add_argument("--pg-url", default=None, help="PostgreSQL server to use")
+    parser.add_argument("--writers", type=int, default=3, help="(c): processes; 0 skips")
+    parser.add_argument("--ingest", type=int, default=0, help="(d): records per machine")
+    parser.add_argument("--writer", nargs=4, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.writer:
+        url, mid, n, batch = args.writer
+        writer(url, mid, int(n), int(batch))
+        return
     names = [b for b in args.backends.split(",") if b]
+    if "postgresql" in names and pg_base(args.pg_url) is None:
+        print("postgresql: skipped (no --pg-url and no PostgreSQL server binary)")
+        names.remove("postgresql")
     root = Path(tempfile.mkdtemp(prefix="aminspect-bench-"))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, files in {root}")
     try:
@@ -286,7 +434,7 @@ def main() -> None:
             folder = root / f"a-{name}"
             folder.mkdir()
             rows.append(track_many(name, folder, args.toggles))
-            shutil.rmtree(folder)
+            clean(name, folder)
         table(
             f"(a) TrackMany: {args.toggles:,} toggles, cumulative ms",
             ["backend", "mutations", "flush", "queries", "check", "asyncmachine-go", "ref ms"],
@@ -297,11 +445,11 @@ def main() -> None:
             folder = root / f"b-{name}"
             folder.mkdir()
             results.append(million(name, folder, args.records, args.batch, args.queries))
-            shutil.rmtree(folder)
+            clean(name, folder)
             if not args.no_memory_pass:
                 folder.mkdir()
                 results[-1]["memory B/rec"] = memory_pass(name, folder, args.records, args.batch)
-                shutil.rmtree(folder)
+                clean(name, folder)
         header = list(results[0])
         table(
             f"(b) {args.records:,} records, batches of {args.batch}; latencies median/p95 "
@@ -309,8 +457,37 @@ def main() -> None:
             header,
             [[r.get(h, "-") for h in header] for r in results],
         )
+        multi = [n for n in names if n in ("sqlite", "postgresql")]
+        if args.writers > 0 and multi:
+            rows = []
+            per = max(1, args.records // args.writers)
+            for name in multi:
+                folder = root / f"c-{name}"
+                folder.mkdir()
+                rows.append(several_writers(name, folder, args.writers, per, args.batch))
+                clean(name, folder)
+            table(
+                f"(c) {args.writers} processes appending their own machine into one store "
+                f"at once, batches of {args.batch}",
+                ["backend", "writers", "records", "seconds", "rec/s", "check"],
+                rows,
+            )
+        if args.ingest > 0 and multi:
+            from tests.bench.bench_ws import bench_ingest
+
+            print(f"\n(d) ingest through aminspect record: 4 connections x 4 machines x "
+                  f"{args.ingest:,} records")  # fmt: skip
+            print(f"{'backend':<10}{'records':>12}{'seconds':>10}{'records/s':>16}{'lost':>8}"
+                  f"{'stored':>12}  recorder")  # fmt: skip
+            for name in multi:
+                folder = root / f"d-{name}"
+                folder.mkdir()
+                bench_ingest(url_for(name, folder), name, 4, 4, args.ingest)
+                clean(name, folder)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+        if PG["server"] is not None:
+            PG["server"].stop()
 
 
 if __name__ == "__main__":

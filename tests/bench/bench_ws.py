@@ -297,6 +297,15 @@ def bench_breakdown(records: int) -> None:
     print(f"{'stage':<40}{'records/s':>14}")
     print(f"{'tracer: encode txs (protocol)':<40}{encode:>14,.0f}")
     print(f"{'server: decode + validate (protocol)':<40}{decode:>14,.0f}")
+    rows_session = ServerSession(rows=True)
+    rows_session.receive(encode_hello("b", "h", 1, None, []))
+    rows_session.welcome({})
+    rows_session.receive(encode_machine(machine))
+    rows_session.machine_ready(machine, -1)
+    t = time.perf_counter()
+    row_batches = [rows_session.receive(f) for f in frames]
+    decode_rows = records / (time.perf_counter() - t)
+    print(f"{'server: decode + validate, rows mode':<40}{decode_rows:>14,.0f}")
     with tempfile.TemporaryDirectory() as tmp:
         for label, url in (
             ("memory", "memory://"),
@@ -311,6 +320,14 @@ def bench_breakdown(records: int) -> None:
             rate = records / (time.perf_counter() - t)
             backend.close()
             print(f"{'server: backend.append, ' + label:<40}{rate:>14,.0f}")
+            backend = backends.open(url.replace("/b.", "/r."))
+            backend.put_machine(machine)
+            t = time.perf_counter()
+            for b in row_batches:
+                backend.append_rows("m", b.first, b.rows)  # type: ignore[union-attr]
+            rate = records / (time.perf_counter() - t)
+            backend.close()
+            print(f"{'server: backend.append_rows, ' + label:<40}{rate:>14,.0f}")
 
 
 def main() -> None:

@@ -43,6 +43,9 @@ def _kill_at_random(url: str, durability: str, seed: int) -> dict[str, int]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
+        # Unbuffered: communicate() below reads the pipe's descriptor directly, so lines a
+        # buffered readline() had read ahead would be lost from ``acked``.
+        bufsize=0,
     )
     assert proc.stdout is not None
     acked: dict[str, int] = {}

@@ -60,9 +60,9 @@ def pack(*fields: object) -> bytes:
 
 
 def opened(
-    limits: Limits | None = None, token: str | None = None, machines: int = 1
+    limits: Limits | None = None, token: str | None = None, machines: int = 1, rows: bool = False
 ) -> ServerSession:
-    s = ServerSession(limits or Limits(), token=token)
+    s = ServerSession(limits or Limits(), token=token, rows=rows)
     hello = s.receive(encode_hello("c", "h", 1, token, []))
     assert isinstance(hello, Hello)
     s.welcome({})
@@ -244,13 +244,26 @@ def bad_field(index: int, value: object) -> bytes:
         (pack("gap", "m", 3, 1, 0, 0, []), SEQUENCE, "expects 0"),
     ],
 )
-def test_bad_messages_are_recoverable(frame: bytes | str, code: int, words: str) -> None:
-    s = opened()
+@pytest.mark.parametrize("rows", [False, True])
+def test_bad_messages_are_recoverable(
+    frame: bytes | str, code: int, words: str, rows: bool
+) -> None:
+    s = opened(rows=rows)
     err = reject(s, frame)
     assert err.code == code and not err.fatal
     assert words in err.reason
     assert s.open and s.expected("m") == 0
     assert isinstance(s.receive(encode_txs("m", [rec(0)])), Txs)  # still usable
+
+
+def test_txs_rows_mode_gives_checked_wire_rows() -> None:
+    s = opened(rows=True)
+    records = [rec(0), rec(1, parent_seq=0, source=("other", 3)), rec(2)]
+    txs = s.receive(encode_txs("m", records))
+    assert isinstance(txs, Txs)
+    assert txs.records == [] and (txs.first, txs.last) == (0, 2)
+    assert txs.rows == [transition_to_list(r) for r in records]
+    assert s.expected("m") == 3
 
 
 def test_limits() -> None:

@@ -1,0 +1,163 @@
+"""The persisted query index: journal sidecar file and LMDB sub-database, reused on reopen."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import backends
+from backends import query as q
+from backends.journal import JournalBackend
+from tests.contract.helpers import machine, random_history
+
+N = 3000
+
+
+def _answers(b: Any) -> list[bool]:
+    rnd = random.Random(5)
+    out = []
+    for _ in range(40):
+        start = rnd.randint(0, N * 1000)
+        end = start + rnd.randint(1, 50_000)
+        state = rnd.choice("ABCD")
+        out.append(b.activated_between("m", state, start, end))
+        out.append(b.active_between("m", state, start, end))
+    return out
+
+
+def _fill(url: str) -> list[bool]:
+    b = backends.open(url)
+    b.put_machine(machine())
+    history = random_history("m", N, random.Random(3))
+    for i in range(0, N, 250):
+        b.append("m", history[i : i + 250])
+    answers = _answers(b)
+    b.close()
+    return answers
+
+
+@pytest.fixture
+def no_rebuild(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Records every full rebuild of a query index (the slow path a reopen should avoid)."""
+    built: list[str] = []
+    original = q.MachineIndex.build.__func__  # type: ignore[attr-defined]
+
+    def build(cls: type[q.MachineIndex], backend: Any, machine_id: str) -> q.MachineIndex:
+        built.append(machine_id)
+        index: q.MachineIndex = original(cls, backend, machine_id)
+        return index
+
+    monkeypatch.setattr(q.MachineIndex, "build", classmethod(build))
+    yield built
+
+
+@pytest.mark.parametrize("kind", ["journal", "lmdb"])
+@pytest.mark.parametrize("read_only", [False, True])
+def test_reopen_loads_the_saved_index(
+    tmp_path: Path, no_rebuild: list[str], kind: str, read_only: bool
+) -> None:
+    url = f"journal:///{tmp_path / 'h.amj'}" if kind == "journal" else f"lmdb:///{tmp_path / 'h'}"
+    answers = _fill(url)
+    b = backends.open(url, read_only=read_only)
+    try:
+        assert _answers(b) == answers
+        assert b.state_at("m", N - 1).clocks == b._time_before("m", N).clocks
+    finally:
+        b.close()
+    assert no_rebuild == []
+
+
+def test_journal_index_extends_after_more_appends(tmp_path: Path, no_rebuild: list[str]) -> None:
+    url = f"journal:///{tmp_path / 'h.amj'}"
+    _fill(url)
+    b = backends.open(url)
+    b.append("m", random_history("m", N + 100, random.Random(3))[N:])
+    answers = _answers(b)
+    b.close()
+    with backends.open(url) as b2:
+        assert _answers(b2) == answers
+        assert b2._indexes["m"].end == N + 100
+    assert no_rebuild == []
+
+
+@pytest.mark.parametrize("damage", ["garbage", "torn", "other-journal", "compacted"])
+def test_journal_stale_or_damaged_sidecar_is_rebuilt(
+    tmp_path: Path, no_rebuild: list[str], damage: str
+) -> None:
+    path = tmp_path / "h.amj"
+    answers = _fill(f"journal:///{path}")
+    sidecar = Path(str(path) + ".idx")
+    assert sidecar.exists()
+    if damage == "garbage":
+        sidecar.write_bytes(b"not an index")
+    elif damage == "torn":
+        sidecar.write_bytes(sidecar.read_bytes()[:-100])
+    elif damage == "other-journal":
+        # The sidecar of another history of the same machine id must not be trusted.
+        other = tmp_path / "o.amj"
+        b = JournalBackend(str(other))
+        b.put_machine(machine())
+        b.append("m", random_history("m", N, random.Random(99)))
+        b.activated_between("m", "A", 0, 1)
+        b.close()
+        shutil.copy(str(other) + ".idx", sidecar)
+    else:
+        with JournalBackend(str(path)) as b:
+            b.compact()  # offsets change: the sidecar's anchor no longer matches
+            b._indexes.clear()
+            b._sidecar_pending.clear()
+    with backends.open(f"journal:///{path}") as b:
+        assert _answers(b) == answers
+    assert no_rebuild == ["m"]
+
+
+def test_journal_sidecar_after_delete_is_not_used(tmp_path: Path, no_rebuild: list[str]) -> None:
+    url = f"journal:///{tmp_path / 'h.amj'}"
+    _fill(url)
+    with backends.open(url) as b:
+        b.delete_upto("m", 99)
+    with backends.open(url) as b:
+        assert b.first("m") == 100
+        b.activated_between("m", "A", 0, 2**62)
+        assert b._indexes["m"].first == 100
+
+
+@pytest.mark.parametrize("kind", ["journal", "lmdb", "sqlite"])
+def test_count_by_name_kind_outcome_answers_from_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    from backends.base import Query
+
+    url = {
+        "journal": f"journal:///{tmp_path / 'h.amj'}",
+        "lmdb": f"lmdb:///{tmp_path / 'h'}",
+        "sqlite": f"sqlite:///{tmp_path / 'h.db'}",
+    }[kind]
+    _fill(url)
+    history = random_history("m", N, random.Random(3))
+    queries = [
+        Query(machine_id="m", name="go"),
+        Query(machine_id="m", name="no such name"),
+        Query(machine_id="m", accepted=False, has_error=True),
+        Query(machine_id="m", kinds=frozenset({"init", "gap"}), seq_start=100),
+    ]
+    with backends.open(url, read_only=True) as b:
+        b.activated_between("m", "A", 0, 1)  # loads the saved index
+
+        def no_reads(*args: Any) -> Any:
+            raise AssertionError("count read records")
+
+        monkeypatch.setattr(b, "_read", no_reads)
+        got = [b.count(q) for q in queries]
+    want = [
+        sum(r.name == "go" for r in history),
+        0,
+        sum(r.accepted is False and r.error is not None for r in history),
+        sum(r.kind in ("init", "gap") for r in history[100:]),
+    ]
+    assert got == want
