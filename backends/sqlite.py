@@ -167,7 +167,13 @@ class SQLiteBackend(BaseBackend):
         return bool(row[0])
 
     def _has_foreign_tables(self) -> bool:
-        row = self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        # aminspect's persistent machines may share the file: their tables do not make it
+        # "another program's" database (fsm_*: validated FSM, es_*: event-sourced snapshots,
+        # hsm_*: HSM trees).
+        row = self._db.execute(
+            "SELECT count(*) FROM sqlite_master WHERE name NOT GLOB 'fsm_*' "
+            "AND name NOT GLOB 'es_*' AND name NOT GLOB 'hsm_*' AND name NOT GLOB 'sqlite_*'"
+        ).fetchone()
         return bool(row[0])
 
     # -- helpers -----------------------------------------------------------------------
