@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -14,14 +16,19 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
+from textual.timer import Timer
 from textual.widget import Widget
-from textual.widgets import Footer, Input
+from textual.widgets import Footer, Input, Label
 from textual.worker import get_current_worker
 
+from aminspect.filters import FilteredView, LogFilter
 from aminspect.server import Disposed, GapStored, MachineDeclared, Stored
 from aminspect.session import JUMP, CursorView, MachinesUpdate, Session
 from aminspect.tui.commands import InspectorCommands
+from aminspect.tui.filter_bar import FilterScreen, SearchBar
 from aminspect.tui.screens import GoToSeqScreen, HelpScreen
+from aminspect.tui.timeline import Timeline
+from aminspect.tui.views import LowerViews
 from aminspect.tui.widgets import (
     DetailsPane,
     HeaderBar,
@@ -45,6 +52,9 @@ CURSOR_ACTIONS = frozenset({"step", "first", "last"})
 # so small chunks keep the UI thread's waits short
 ERROR_SCAN_CHUNK = 512
 
+# seconds of no typing before the log search filters (search as you type)
+SEARCH_DELAY = 0.15
+
 # What the markers on screen mean, for the help screen.
 LEGEND: list[tuple[str, str]] = [
     ("● ○ ·", "machine: live / disconnected / recorded;  !N  records with an error"),
@@ -54,10 +64,12 @@ LEGEND: list[tuple[str, str]] = [
     ("!", "an error state (Exception, Err*, *Error, *Failed)"),
     ("✓ ✗ !", "log outcome: accepted / not accepted / error"),
     ("number", "a state's clock: +1 on enter and on exit; odd means active"),
+    ("█ ▒ ▌ ─", "timeline: active / active for part of the column / re-entered / inactive"),
+    ("▼ ◆", "timeline: the cursor / the mark (b)"),
 ]
 
 
-class InspectorApp(App[None]):
+class InspectorApp(LowerViews, App[None]):
     """The inspector: machine tree, state tree, transition log and details at a cursor.
 
     Args:
@@ -94,13 +106,24 @@ class InspectorApp(App[None]):
         Binding("G", "last", "Last", show=False),
         Binding("colon", "goto", "Go to", key_display=":"),
         Binding("f", "toggle_follow", "Follow"),
-        Binding("p", "toggle_play", "Play"),
+        Binding("p", "toggle_play", "Play", show=False),  # in help: the footer fits 80 columns
         Binding("slash", "search", "Search", key_display="/"),
         Binding("m", "focus_machines", "Machines", show=False),
         Binding("left_square_bracket", "next_machine(-1)", "Prev machine", show=False),
         Binding("right_square_bracket", "next_machine(1)", "Next machine", show=False),
         Binding("escape", "escape", "Leave search", show=False),
         Binding("t", "toggle_theme", "Light/dark", show=False),
+        Binding("v", "cycle_view", "View"),
+        Binding("b", "mark", "Mark", show=False),
+        Binding("E", "export", "Export", show=False),
+        Binding("z", "maximize_lower", "Maximize panel", show=False),
+        Binding("F", "filter", "Filter", show=False),
+        Binding("e", "toggle_errors", "Errors only", show=False),
+        Binding("x", "toggle_rejected", "Hide not accepted", show=False),
+        Binding("n", "search_log", "Search log", show=False),
+        Binding("X", "clear_filters", "Clear filters", show=False),
+        Binding("left_curly_bracket", "change(-1)", "Prev change", show=False),
+        Binding("right_curly_bracket", "change(1)", "Next change", show=False),
         Binding("question_mark,f1", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
     ]
@@ -138,6 +161,27 @@ class InspectorApp(App[None]):
             self.errors = errors
             self.done = done
 
+    class FilterScanned(Message):
+        """A worker scanned more of the filtered view (coalesces); ``done``: it stopped."""
+
+        def __init__(self, view: FilteredView | None = None) -> None:
+            super().__init__()
+            self.view = view  # set when the worker scanning it stopped
+            self.done = view is not None
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, InspectorApp.FilterScanned) and not self.done
+
+    class ChangeFound(Message):
+        """A worker found the record ``seq`` that changed state ``state`` (None: none)."""
+
+        def __init__(self, machine_id: str, state: str, seq: int | None, delta: int) -> None:
+            super().__init__()
+            self.machine_id = machine_id
+            self.state = state
+            self.seq = seq
+            self.delta = delta
+
     class LoadFailed(Message):
         """A backend read failed; ``error`` is one line."""
 
@@ -172,6 +216,14 @@ class InspectorApp(App[None]):
         self._fetching = False
         self._scanning = False
         self._main_screen: Screen[object] | None = None
+        self._filter_scan: FilteredView | None = None  # the view a worker scans now
+        # monotonic time of the user's last cursor move or filter (see _scan_errors);
+        # not of moves following a live tail, or the error count would never run live
+        self._last_move = 0.0
+        self._search_timer: Timer | None = None
+        self._gc_threshold = gc.get_threshold()
+        self._last_gc = time.monotonic()
+        self.selected_state: str | None = None  # for the change jumps, from the state tree
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -183,8 +235,11 @@ class InspectorApp(App[None]):
                 yield MachineTree(id="machines")
                 yield StateTree(id="states")
             with Vertical(id="right"):
+                with Horizontal(id="log-search-row"):
+                    yield Label("search log:", id="log-search-label")
+                    yield SearchBar(id="log-search")
                 yield TransitionLog(self.session.row, id="log")
-                yield DetailsPane(id="details")
+                yield from self.compose_lower()
         yield Footer(compact=True)
 
     @property
@@ -216,6 +271,15 @@ class InspectorApp(App[None]):
 
     def on_mount(self) -> None:
         self._main_screen = self.screen
+        # Full collections of the cyclic GC took 86-200 ms each on a 1M-record history
+        # and landed inside redraws (7 of 100 jumps: the whole p95). The objects made so
+        # far live as long as the app: freeze them; run full collections only when the
+        # user has not moved for a while (_idle_gc), never in the middle of keys.
+        gc.freeze()
+        self._gc_threshold = gc.get_threshold()
+        self._last_gc = time.monotonic()
+        gc.set_threshold(self._gc_threshold[0], self._gc_threshold[1], 1_000_000)
+        self.set_interval(5.0, self._idle_gc)
         self.machine_tree.border_title = "machines"
         self.state_tree.border_title = "states"
         self.details_pane.border_title = "record"
@@ -249,7 +313,17 @@ class InspectorApp(App[None]):
         if self.on_listening is not None:
             self.on_listening(self.server.url)
 
+    def _idle_gc(self) -> None:
+        now = time.monotonic()
+        # following a live tail moves the cursor all the time: collect at least once a
+        # minute anyway, so cyclic garbage stays bounded
+        if now - self._last_move > 2.0 or now - self._last_gc > 60.0:
+            gc.collect()
+            self._last_gc = time.monotonic()
+
     async def on_unmount(self) -> None:
+        gc.set_threshold(*self._gc_threshold)
+        gc.unfreeze()  # collectable again once the app is gone (tests run many apps)
         if self.on_exit is not None:
             await asyncio.to_thread(self.on_exit)
         if self.server is not None:
@@ -344,6 +418,10 @@ class InspectorApp(App[None]):
                     self.post_message(self.ErrorsCounted(machine_id, pos, stop, errors))
                     pos = stop
                     time.sleep(0.001)  # leave the GIL to the UI thread between chunks
+                    # and leave it alone while the user moves: a chunk decodes holding
+                    # the GIL, which made the p95 of a step 5x its median on 1M records
+                    while time.monotonic() - self._last_move < 0.5:
+                        time.sleep(0.05)
         except BackendError as exc:
             self.post_message(self.LoadFailed(str(exc)))
         finally:
@@ -375,46 +453,64 @@ class InspectorApp(App[None]):
 
     # -- showing the cursor ------------------------------------------------------------------
 
+    def _update_filter_status(self) -> None:
+        self.header_bar.show_filter(self.session.filter_status())
+
     def _refresh_tree(self) -> None:
         self.machine_tree.show_rows(self.session.tree_rows(), self.session.selected)
 
     def _update_titles(self) -> None:
         s = self.session
-        self.log_view.border_title = s.describe()
-        self.state_tree.border_title = f"states @ {s.cursor}" if s.cursor >= 0 else "states"
+        # a title set anew repaints its whole panel: set it only when it changed
+        _set_title(self.log_view, s.describe())
+        _set_title(self.state_tree, f"states @ {s.cursor}" if s.cursor >= 0 else "states")
 
     def refresh_cursor(self) -> None:
         """Point every panel at the session's cursor: the log now, the rest when the view
         worker reports back."""
         s = self.session
         entry = s.entry
-        self.log_view.show(s.selected, s.count, s.cursor, entry.first if entry else 0)
+        rows, row, seq_of = s.log_rows()
+        self.log_view.show(
+            s.selected,
+            rows,
+            row,
+            entry.first if entry else 0,
+            seq_of=seq_of,
+            cursor_seq=s.cursor,
+            max_seq=s.count - 1,
+        )
         self._update_titles()
+        self._update_filter_status()
         if s.selected is None:
             return
-        start, end = self.log_view.visible_window()
+        self._start_filter_scan()
+        start, end, seqs = self.log_view.visible_seqs()
         view = s.cached_view(s.selected, s.cursor)
         if view is not None:
             # a step within cached pages: no worker round trip (a redraw, not a read)
             self.workers.cancel_group(self, "view")
             self.show_view(view)
-            first = s.machines[s.selected].first
-            if max(start, first) < end and s.pages.missing(s.selected, max(start, first), end):
-                self._load_rows(s.selected, max(start, first), end)
+            if s.rows_missing(s.selected, start, end, seqs):
+                self._load_rows(s.selected, start, end, seqs)
             return
-        self._load_view(s.selected, s.cursor, start, end)
+        self._load_view(s.selected, s.cursor, start, end, seqs)
 
     @work(thread=True, exclusive=True, group="view")
-    def _load_view(self, machine_id: str, seq: int, start: int, end: int) -> None:
+    def _load_view(
+        self, machine_id: str, seq: int, start: int, end: int, seqs: tuple[int, ...] | None = None
+    ) -> None:
         worker = get_current_worker()
         try:
-            self.session.load_rows(machine_id, start, end)
+            # the cursor's view first, then the rest of the screen's rows: a filtered
+            # screen's rows lie on up to one page each, read after the panels show
             view = self.session.view(machine_id, seq)
+            if not worker.is_cancelled:
+                self.post_message(self.ViewReady(view))
+            if self.session.load_rows(machine_id, start, end, seqs):
+                self.post_message(self.RowsLoaded())
         except BackendError as exc:
             self.post_message(self.LoadFailed(str(exc)))
-            return
-        if not worker.is_cancelled:
-            self.post_message(self.ViewReady(view))
 
     def on_inspector_app_view_ready(self, message: ViewReady) -> None:
         view = message.view
@@ -432,20 +528,20 @@ class InspectorApp(App[None]):
             self.details_pane.border_title = f"record {view.record.id}"
             self.details_pane.show_details(view.details)
         self.log_view.refresh_rows()
+        self.update_lower(view)
 
     @on(TransitionLog.WindowChanged)
     def _window_changed(self, message: TransitionLog.WindowChanged) -> None:
-        entry = self.session.machines.get(message.machine_id)
-        start = max(message.start, entry.first if entry is not None else 0)
-        if start < message.end and self.session.pages.missing(
-            message.machine_id, start, message.end
-        ):
-            self._load_rows(message.machine_id, start, message.end)
+        m = message
+        if self.session.rows_missing(m.machine_id, m.start, m.end, m.seqs):
+            self._load_rows(m.machine_id, m.start, m.end, m.seqs)
 
     @work(thread=True, exclusive=True, group="rows")
-    def _load_rows(self, machine_id: str, start: int, end: int) -> None:
+    def _load_rows(
+        self, machine_id: str, start: int, end: int, seqs: tuple[int, ...] | None = None
+    ) -> None:
         try:
-            self.session.load_rows(machine_id, start, end)
+            self.session.load_rows(machine_id, start, end, seqs)
         except BackendError as exc:
             self.post_message(self.LoadFailed(str(exc)))
             return
@@ -471,6 +567,8 @@ class InspectorApp(App[None]):
         if machine_id not in self.session.machines or machine_id == self.session.selected:
             return
         self.session.select(machine_id)
+        self.selected_state = None  # state indexes belong to the machine left
+        self.state_tree.select_state(None)
         self._refresh_tree()
         self.refresh_cursor()
 
@@ -490,6 +588,135 @@ class InspectorApp(App[None]):
             self.choose(matches[0].machine_id)
         self._focus_now(self.machine_tree)
 
+    # -- filters -----------------------------------------------------------------------------
+
+    def apply_filter(self, flt: LogFilter) -> None:
+        """Filter the log (and the machine tree by its machine part) and redraw."""
+        self._last_move = time.monotonic()
+        s = self.session
+        machine_changed = flt.machine != s.filter.machine
+        s.set_filter(flt)
+        if machine_changed:
+            self._refresh_tree()
+        bar = self.main_screen.query_one(SearchBar)
+        typing = self.main_screen.focused is bar
+        self.main_screen.query_one("#log-search-row").set_class(
+            bool(flt.search) or typing, "-shown"
+        )
+        if bar.value != flt.search and not typing:
+            bar.value = flt.search
+        self.refresh_cursor()
+
+    def _start_filter_scan(self) -> None:
+        fv = self.session.filtered
+        if fv is None or fv.complete or self._filter_scan is fv:
+            return
+        self._filter_scan = fv
+        self._scan_filter(fv)
+
+    @work(thread=True, exclusive=True, group="filter")
+    def _scan_filter(self, fv: FilteredView) -> None:
+        """Scan the filtered view block by block, reporting every 50 ms: rows appear as
+        they are found and the cursor moves over them meanwhile."""
+        worker = get_current_worker()
+        last = slice_start = time.monotonic()
+        try:
+            while not fv.complete and not worker.is_cancelled:
+                self.session.scan_view(fv, 1)
+                now = time.monotonic()
+                if now - slice_start > 0.01:
+                    # hand the GIL to the UI thread every 10 ms, not every block: each
+                    # hand-over can cost a 5 ms switch interval to get it back, which
+                    # made a summarised 1M-record filter take 1.5 s instead of 0.1 s
+                    time.sleep(0)
+                    slice_start = time.monotonic()
+                if now - last > 0.05:
+                    self.post_message(self.FilterScanned())
+                    last = now
+        except BackendError as exc:
+            self.post_message(self.LoadFailed(str(exc)))
+        finally:
+            self.post_message(self.FilterScanned(fv))
+
+    def on_inspector_app_filter_scanned(self, message: FilterScanned) -> None:
+        if message.done and message.view is self._filter_scan:
+            # records may have arrived after the worker's last look: refresh_cursor
+            # starts another scan when the view is not complete
+            self._filter_scan = None
+        self.session.snap_cursor()
+        self.refresh_cursor()
+
+    @on(SearchBar.Searched)
+    def _searched(self, message: SearchBar.Searched) -> None:
+        if self._search_timer is not None:
+            self._search_timer.stop()
+            self._search_timer = None
+        flt = replace(self.session.filter, search=message.text.strip())
+        if message.done:
+            self._focus_now(self.log_view)
+            self.apply_filter(flt)  # also hides the bar when the search is empty
+            return
+        # filter once typing pauses: each filter scans the whole history again, and a
+        # scan per keystroke kept the UI thread from drawing the keys (245 ms per key
+        # on 1M records, against one redraw now)
+        self._search_timer = self.set_timer(SEARCH_DELAY, lambda: self.apply_filter(flt))
+
+    @on(StateTree.StateSelected)
+    def _state_selected(self, message: StateTree.StateSelected) -> None:
+        self.selected_state = message.name
+
+    def action_filter(self) -> None:
+        def done(flt: LogFilter | None) -> None:
+            if flt is not None:
+                self.apply_filter(flt)
+
+        self.push_screen(FilterScreen(self.session.filter), done)
+
+    def action_toggle_errors(self) -> None:
+        f = self.session.filter
+        self.apply_filter(replace(f, errors_only=not f.errors_only))
+
+    def action_toggle_rejected(self) -> None:
+        f = self.session.filter
+        self.apply_filter(replace(f, hide_rejected=not f.hide_rejected))
+
+    def action_clear_filters(self) -> None:
+        self.apply_filter(LogFilter())
+
+    def action_search_log(self) -> None:
+        self.main_screen.query_one("#log-search-row").add_class("-shown")
+        self._focus_now(self.main_screen.query_one(SearchBar))
+
+    def action_change(self, delta: int) -> None:
+        """Jump to the previous (-1) or next (1) record that changed the selected state."""
+        s = self.session
+        state = self.selected_state
+        if s.selected is None or s.cursor < 0:
+            return
+        if state is None:
+            self.notify("select a state first: tab to the states panel, then ↑↓ or click")
+            return
+        self._find_change(s.selected, state, s.cursor, delta)
+
+    @work(thread=True, exclusive=True, group="change")
+    def _find_change(self, machine_id: str, state: str, seq: int, delta: int) -> None:
+        try:
+            found = self.session.find_change(machine_id, state, seq, backwards=delta < 0)
+        except BackendError as exc:
+            self.post_message(self.LoadFailed(str(exc)))
+            return
+        self.post_message(self.ChangeFound(machine_id, state, found, delta))
+
+    def on_inspector_app_change_found(self, message: ChangeFound) -> None:
+        if message.machine_id != self.session.selected:
+            return
+        if message.seq is None:
+            where = "earlier" if message.delta < 0 else "later"
+            self.notify(f"no {where} change of {message.state}")
+            return
+        self.session.goto(message.seq)
+        self.refresh_cursor()
+
     # -- actions -----------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -500,14 +727,17 @@ class InspectorApp(App[None]):
         """Move the cursor ``delta`` records (negative: back in time)."""
         self.session.playing = False
         self._play_timer.pause()
+        self._last_move = time.monotonic()
         self.session.step(delta)
         self.refresh_cursor()
 
     def action_first(self) -> None:
+        self._last_move = time.monotonic()
         self.session.first()
         self.refresh_cursor()
 
     def action_last(self) -> None:
+        self._last_move = time.monotonic()
         self.session.last()
         self.refresh_cursor()
 
@@ -569,7 +799,7 @@ class InspectorApp(App[None]):
     def _panels(self) -> list[Widget]:
         # Tab from the log (focused at start) lands on the machines, what a new user
         # reaches for first; the search box is left out (/ focuses it)
-        return [self.log_view, self.machine_tree, self.state_tree, self.details_pane]
+        return [self.log_view, self.machine_tree, self.state_tree, self.lower_widget()]
 
     def action_focus_next(self) -> None:
         self._cycle_focus(1)
@@ -598,7 +828,7 @@ class InspectorApp(App[None]):
         self._focus_now(panels[(cur + delta) % len(panels)])
 
     def action_focus_details(self) -> None:
-        self._focus_now(self.details_pane)
+        self._focus_now(self.lower_widget())  # the details, or the timeline / diff shown
 
     def action_toggle_theme(self) -> None:
         self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
@@ -621,6 +851,7 @@ class InspectorApp(App[None]):
         order: list[str] = []
         bindings: list[Binding] = [b for b in self.BINDINGS if isinstance(b, Binding)]
         bindings += [b for b in TransitionLog.BINDINGS if isinstance(b, Binding)]
+        bindings += [b for b in Timeline.BINDINGS if isinstance(b, Binding)]
         for b in bindings:
             desc = _DESCRIPTIONS.get(b.action, b.description)
             if desc not in rows:
@@ -638,9 +869,9 @@ class InspectorApp(App[None]):
             (
                 "Panels and mouse",
                 [
-                    ("tab shift+tab", "move focus: log, machines, states, details"),
+                    ("tab shift+tab", "move focus: log, machines, states, lower panel"),
                     ("↑ ↓", "in the machine tree: select the machine above / below"),
-                    ("click", "select a machine, or move the cursor to a log row"),
+                    ("click", "select a machine; move the cursor to a log row or timeline column"),
                     ("wheel", "scroll a panel (the cursor stays where it is)"),
                     ("ctrl+p", "command palette: every action, select any machine"),
                 ],
@@ -653,6 +884,11 @@ class InspectorApp(App[None]):
         return [(title, help_text, action) for action, title, help_text in _PALETTE]
 
 
+def _set_title(widget: Widget, title: str) -> None:
+    if widget.border_title != title:
+        widget.border_title = title
+
+
 _KEY_NAMES = {
     "left": "←",
     "right": "→",
@@ -663,6 +899,15 @@ _KEY_NAMES = {
     "question_mark": "?",
     "left_square_bracket": "[",
     "right_square_bracket": "]",
+    "left_curly_bracket": "{",
+    "right_curly_bracket": "}",
+    "plus": "+",
+    "equals_sign": "=",
+    "minus": "-",
+    "less_than_sign": "<",
+    "greater_than_sign": ">",
+    "comma": ",",
+    "full_stop": ".",
 }
 
 _DESCRIPTIONS = {
@@ -685,11 +930,40 @@ _DESCRIPTIONS = {
     "next_machine(1)": "next machine",
     "escape": "leave the search box and clear the filter",
     "toggle_theme": "light / dark theme",
+    "cycle_view": "lower panel: record / timeline / diff",
+    "mark": "mark the record for the diff (again: clear the mark)",
+    "export": "export the session or a machine: journal, JSONL, Mermaid, DOT",
+    "maximize_lower": "maximize the lower panel (again: restore)",
+    "zoom(-1)": "timeline: zoom in / out",
+    "zoom(1)": "timeline: zoom in / out",
+    "pan(-1)": "timeline: pan left / right (the cursor stays)",
+    "pan(1)": "timeline: pan left / right (the cursor stays)",
+    "toggle_scale": "timeline: tick / wall-time scale",
+    "centre": "timeline: centre on the cursor",
+    "row(-1)": "timeline: choose a state (for pin and hide)",
+    "row(1)": "timeline: choose a state (for pin and hide)",
+    "pin": "timeline: pin the chosen state on top (again: unpin)",
+    "hide": "timeline: hide the chosen state",
+    "unhide": "timeline: show hidden states again",
+    "filter": "filter the log: kinds, events, states, machines, errors",
+    "toggle_errors": "filter: errors only on/off",
+    "toggle_rejected": "filter: hide not-accepted events on/off",
+    "search_log": "search the log as you type (events, kinds, states)",
+    "clear_filters": "clear every filter",
+    "change(-1)": "previous change of the selected state (states panel ↑↓)",
+    "change(1)": "next change of the selected state",
     "help": "this help",
     "quit": "quit",
 }
 
 _PALETTE: list[tuple[str, str, str]] = [
+    ("filter", "Filter the log", "kinds, event names, states touched, machines, errors"),
+    ("toggle_errors", "Filter: errors only", "show only records that failed with an error"),
+    ("toggle_rejected", "Filter: hide not accepted", "hide refused and guarded events"),
+    ("search_log", "Search the log", "type to filter by event, kind or state name"),
+    ("clear_filters", "Clear filters", "show every record again"),
+    ("change(-1)", "Previous change of the state", "the selected state's last change before"),
+    ("change(1)", "Next change of the state", "the selected state's next change after"),
     ("step(-1)", "Step back", "move the cursor one record back"),
     ("step(1)", "Step forward", "move the cursor one record forward"),
     (f"step(-{JUMP})", f"Jump back {JUMP}", f"move the cursor {JUMP} records back"),
@@ -705,6 +979,13 @@ _PALETTE: list[tuple[str, str, str]] = [
     ("next_machine(-1)", "Previous machine", "select the previous machine in the tree"),
     ("focus_details", "Focus details", "scroll the record details"),
     ("toggle_theme", "Toggle light/dark theme", "switch between textual-dark and -light"),
+    ("cycle_view", "Cycle lower panel", "record details, timeline, diff"),
+    ("show_lower('timeline')", "Show timeline", "states over time around the cursor"),
+    ("show_lower('diff')", "Show diff", "what changed since the mark or the previous record"),
+    ("show_lower('details')", "Show record details", "every field of the cursor record"),
+    ("mark", "Mark record", "mark the cursor record; the diff compares the cursor with it"),
+    ("export", "Export…", "session or machine to a journal, JSON Lines, Mermaid or DOT"),
+    ("maximize_lower", "Maximize lower panel", "the timeline, diff or record on the whole screen"),
     ("help", "Help", "every key and marker"),
     ("quit", "Quit", "leave aminspect"),
 ]

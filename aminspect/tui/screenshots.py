@@ -116,6 +116,48 @@ async def _scene_demo(pilot: Pilot[Any]) -> None:
     await pilot.press("tab")  # the machine tree, as a new user reaches it
 
 
+async def _scene_timeline(pilot: Pilot[Any]) -> None:
+    await _scene_log(pilot)
+    await settle(pilot)
+    await pilot.press("v")  # the lower panel: record -> timeline
+
+
+async def _scene_diff(pilot: Pilot[Any]) -> None:
+    await pilot.press("right_square_bracket")  # order-1
+    await settle(pilot)
+    await pilot.press("colon")
+    await pilot.pause()
+    await pilot.press(*"22", "enter")
+    await settle(pilot)
+    await pilot.press("b")  # mark seq 22: the lower panel shows the diff
+    await settle(pilot)
+    await pilot.press("colon")
+    await pilot.pause()
+    await pilot.press(*"30", "enter")
+
+
+async def _scene_timeline_small(pilot: Pilot[Any]) -> None:
+    await _scene_timeline(pilot)
+    await settle(pilot)
+    await pilot.press("z")  # the timeline on the whole 80x24 screen
+
+
+async def _scene_filter(pilot: Pilot[Any]) -> None:
+    await pilot.press("right_square_bracket")  # order-1
+    await settle(pilot)
+    await pilot.press("n", *"pay", "enter")  # search as you type, kept
+    await settle(pilot)
+    await pilot.press("x")  # and hide what was not accepted
+
+
+async def _scene_filter_screen(pilot: Pilot[Any]) -> None:
+    await pilot.press("right_square_bracket")
+    await settle(pilot)
+    await pilot.press("F")
+    await pilot.pause()
+    await pilot.press(*"event", "tab", *"pay, ship")
+
+
 Scene = Callable[[Pilot[Any]], Awaitable[None]]
 
 # name -> (terminal size, what to do before the capture)
@@ -127,6 +169,11 @@ SCENES: dict[str, tuple[tuple[int, int], Scene]] = {
     "help": ((100, 30), _scene_help),
     "search": ((100, 30), _scene_search),
     "demo": ((100, 30), _scene_demo),
+    "timeline": ((100, 30), _scene_timeline),
+    "diff": ((100, 30), _scene_diff),
+    "timeline-80x24": ((80, 24), _scene_timeline_small),
+    "filter": ((100, 30), _scene_filter),
+    "filter-screen": ((100, 30), _scene_filter_screen),
 }
 
 DEMO_SEED = 7

@@ -13,7 +13,7 @@ from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -56,7 +56,12 @@ def human_count(n: float) -> str:
 
 
 class HeaderBar(Static):
-    """One line: the listen address (or the opened source), connections, rate, dropped."""
+    """One line: the listen address (or the opened source), connections, rate, dropped,
+    and the log's filter with how many records it hides."""
+
+    _base: Text | None = None
+    _note = ""
+    _shown: tuple[str, str] | None = None
 
     def show_live(self, url: str, connections: int, rate: float, dropped: int) -> None:
         text = Text.assemble(
@@ -66,10 +71,29 @@ class HeaderBar(Static):
             f"  {connections} conn  {human_count(rate)} rec/s  ",
             (f"{dropped} dropped", "bold red" if dropped else ""),
         )
-        self.update(text)
+        self._show(text)
 
     def show_source(self, source: str, note: str = "read-only") -> None:
-        self.update(Text.assemble(("aminspect", "bold"), "  ", (source, "bold"), f"  ({note})"))
+        self._show(Text.assemble(("aminspect", "bold"), "  ", (source, "bold"), f"  ({note})"))
+
+    def show_filter(self, note: str) -> None:
+        """Show the filter status after the rest (empty: no filter)."""
+        self._note = note
+        if self._base is not None:
+            self._show(self._base)
+
+    def _show(self, base: Text) -> None:
+        self._base = base
+        key = (base.markup, self._note)
+        if key == self._shown:
+            return  # an update lays the header out again: skip it when nothing changed
+        self._shown = key
+        text = base.copy()
+        if self._note:
+            text.append("  │ ")
+            text.append(self._note, style="bold")
+        # one line of a fixed height: no layout pass (it runs four times a second live)
+        self.update(text, layout=False)
 
 
 class MachineTree(Tree[str]):
@@ -178,16 +202,21 @@ class _StyleCache(ScrollView):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._styles: dict[str, Style] = {}
+        self._style_gen = 0  # bumped whenever the styles change: cached strips are stale
+
+    def _clear_styles(self) -> None:
+        self._styles.clear()
+        self._style_gen += 1
 
     def notify_style_update(self) -> None:
-        self._styles.clear()
+        self._clear_styles()
         super().notify_style_update()
 
     def on_focus(self) -> None:
-        self._styles.clear()
+        self._clear_styles()
 
     def on_blur(self) -> None:
-        self._styles.clear()
+        self._clear_styles()
 
     @property
     def base_style(self) -> Style:
@@ -206,33 +235,56 @@ class _StyleCache(ScrollView):
 
 
 class LinesView(_StyleCache):
-    """A scrollable list of rich Text lines rendered with the Line API."""
+    """A scrollable list of rich Text lines rendered with the Line API.
+
+    Rendered strips are kept per line and ``set_lines`` repaints only the lines that
+    changed: a step changes two or three rows of the state tree, and repainting the
+    whole panel was a third of a step's redraw (measured with cProfile).
+    """
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._lines: list[Text] = []
+        self._strips: dict[int, Strip] = {}
+        self._strip_key: tuple[int, int, int] = (0, 0, -1)
 
     @property
     def lines(self) -> list[Text]:
         return self._lines
 
     def set_lines(self, lines: list[Text]) -> None:
+        old = self._lines
         self._lines = lines
         width = max((line.cell_len for line in lines), default=0)
-        self.virtual_size = Size(width, len(lines))
+        size = Size(width, len(lines))
+        if len(old) == len(lines) and size == self.virtual_size and self._strips:
+            for i, (a, b) in enumerate(zip(old, lines, strict=True)):
+                if a.plain != b.plain or a.spans != b.spans:
+                    self._strips.pop(i, None)
+                    self.refresh_line(i)
+            return
+        self._strips.clear()
+        self.virtual_size = size
         self.refresh()
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         width = self.scrollable_content_region.width
         base = self.base_style
+        key = (scroll_x, width, self._style_gen)
+        if key != self._strip_key:
+            self._strips = {}
+            self._strip_key = key
         i = scroll_y + y
         if i >= len(self._lines):
             return Strip.blank(width, base)
-        line = self._lines[i].copy()
-        line.stylize_before(base)
-        strip = Strip(line.render(self.app.console), line.cell_len)
-        return strip.crop_extend(scroll_x, scroll_x + width, base)
+        strip = self._strips.get(i)
+        if strip is None:
+            line = self._lines[i].copy()
+            line.stylize_before(base)
+            strip = Strip(line.render(self.app.console), line.cell_len)
+            strip = self._strips[i] = strip.crop_extend(scroll_x, scroll_x + width, base)
+        return strip
 
 
 class StateTree(LinesView):
@@ -249,16 +301,76 @@ class StateTree(LinesView):
         "state-tree--clock",
     }
 
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up", "move(-1)", "State", key_display="↑↓"),
+        Binding("down", "move(1)", "Next state", show=False),
+    ]
+
+    class StateSelected(Message):
+        """The user selected a state (for the change jumps ``{`` ``}`` and filters)."""
+
+        def __init__(self, index: int, name: str) -> None:
+            super().__init__()
+            self.index = index
+            self.name = name
+
     _prefix = "state-tree"
     _rows: list[StateRow] = []
+    selected_state: int | None = None  # a schema index, chosen with the keys or a click
+    _line_cache: dict[tuple[StateRow, int, bool, int], Text] = {}
 
     def show_states(self, rows: Sequence[StateRow]) -> None:
         self._rows = list(rows)
-        self.set_lines([self._line(r) for r in rows])
+        self._relines()
+
+    def _relines(self) -> None:
+        # one Text per distinct row: a step changes two or three rows of the tree
+        cache = self._line_cache if len(self._line_cache) < 512 else {}
+        width = self.size.width
+        lines = []
+        for r in self._rows:
+            key = (r, width, r.index == self.selected_state, self._style_gen)
+            line = cache.get(key)
+            if line is None:
+                line = cache[key] = self._line(r)
+            lines.append(line)
+        self._line_cache = cache
+        self.set_lines(lines)
 
     def on_resize(self) -> None:
         if self._rows:
-            self.set_lines([self._line(r) for r in self._rows])
+            self._relines()
+
+    def select_state(self, index: int | None) -> None:
+        """Mark state ``index`` as selected (None: no selection)."""
+        if index != self.selected_state:
+            self.selected_state = index
+            self._relines()
+            for y, r in enumerate(self._rows):
+                if r.index == index:
+                    self.scroll_to_region(Region(0, y, 1, 1), animate=False, immediate=True)
+
+    def action_move(self, delta: int) -> None:
+        if not self._rows:
+            return
+        ids = [r.index for r in self._rows]
+        if self.selected_state in ids:
+            pos = max(0, min(len(ids) - 1, ids.index(self.selected_state) + delta))
+        else:
+            pos = 0 if delta > 0 else len(ids) - 1
+        self.select_state(ids[pos])
+        row = self._rows[pos]
+        self.post_message(self.StateSelected(row.index, row.name))
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        y = int(self.scroll_y) + offset.y
+        if 0 <= y < len(self._rows):
+            row = self._rows[y]
+            self.select_state(row.index)
+            self.post_message(self.StateSelected(row.index, row.name))
 
     def _line(self, row: StateRow) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis")
@@ -270,6 +382,8 @@ class StateTree(LinesView):
         name_style = self._style("active" if row.active else "inactive")
         if row.error:
             name_style = name_style + self._style("error")
+        if row.index == self.selected_state:
+            name_style = name_style + Style(reverse=True)
         text.append(row.label, style=name_style)
         if row.parallel:
             text.append(" ∥", style=self._style("clock"))
@@ -346,13 +460,17 @@ class TransitionLog(_StyleCache, can_focus=True):
     _prefix = "transition-log"
 
     class WindowChanged(Message):
-        """Rows ``[start, end)`` of ``machine_id`` are on screen (coalesces)."""
+        """Seqs ``[start, end)`` of ``machine_id`` are on screen (coalesces); with a
+        filter, only the seqs in ``seqs`` are."""
 
-        def __init__(self, machine_id: str, start: int, end: int) -> None:
+        def __init__(
+            self, machine_id: str, start: int, end: int, seqs: tuple[int, ...] | None = None
+        ) -> None:
             super().__init__()
             self.machine_id = machine_id
             self.start = start
             self.end = end
+            self.seqs = seqs
 
         def can_replace(self, message: Message) -> bool:
             return isinstance(message, TransitionLog.WindowChanged)
@@ -370,25 +488,75 @@ class TransitionLog(_StyleCache, can_focus=True):
         self.machine_id: str | None = None
         self.first = 0  # rows before it were deleted from storage
         self.empty_hint = "no machine selected"  # shown while there is no machine
-        self.count = 0
-        self.cursor = -1
+        self.count = 0  # rows: records, or with a filter the shown records found so far
+        self.cursor = -1  # the cursor's row
+        self.cursor_seq = -1  # the cursor's seq (hidden by a filter: no row is marked)
+        self.seq_of: Callable[[int], int] | None = None  # row -> seq with a filter
+        self.max_seq = 0  # the highest seq (sets the seq column's width)
         self._name_key: tuple[str | None, int, int, int] | None = None
         self._name_w = 0
+        self._columns_key: tuple[int, int, int] = (-1, -1, -1)
+        self._columns_val: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
+        # rendered rows by (seq, is cursor); valid while _strips_key holds
+        self._strips: dict[tuple[int, bool], Strip] = {}
+        self._strips_key: tuple[object, ...] = ()
+        self._pending: set[int] = set()  # rows drawn before their record was cached
 
     # -- what the app sets ---------------------------------------------------------------
 
-    def show(self, machine_id: str | None, count: int, cursor: int, first: int = 0) -> None:
-        """Show ``count`` records of ``machine_id`` (from ``first``) with the cursor at
-        ``cursor``."""
+    def show(
+        self,
+        machine_id: str | None,
+        count: int,
+        cursor: int,
+        first: int = 0,
+        *,
+        seq_of: Callable[[int], int] | None = None,
+        cursor_seq: int | None = None,
+        max_seq: int | None = None,
+    ) -> None:
+        """Show ``count`` rows of ``machine_id`` with the cursor on row ``cursor``.
+
+        Args:
+            machine_id: the machine (None: nothing selected).
+            count: rows; without a filter, row ``i`` is seq ``i``.
+            cursor: the cursor's row.
+            first: the lowest stored seq (rows before it were deleted).
+            seq_of: row -> seq when a filter hides records.
+            cursor_seq: the cursor's seq (defaults to ``cursor``).
+            max_seq: the highest seq (defaults to ``count - 1``).
+        """
         changed_machine = machine_id != self.machine_id
+        same = (
+            not changed_machine
+            and count == self.count
+            and first == self.first
+            and seq_of == self.seq_of
+        )
+        old_cursor = self.cursor
         self.machine_id = machine_id
         self.first = first
         self.count = count
         self.cursor = cursor
-        self.virtual_size = Size(0, count + 1)
+        self.cursor_seq = cursor if cursor_seq is None else cursor_seq
+        self.seq_of = seq_of
+        self.max_seq = count - 1 if max_seq is None else max_seq
+        if not same:
+            self.virtual_size = Size(0, count + 1)
+        top = int(self.scroll_y)
         self._keep_cursor_visible(center=changed_machine)
-        self.refresh()
+        if same and top == int(self.scroll_y):
+            # a step within the page: repaint the two cursor rows, not the panel
+            for row in (old_cursor, cursor):
+                if top <= row < top + self.page_height:
+                    self.refresh_line(row + 1)
+        else:
+            self.refresh()
         self._post_window()
+
+    def seq_at(self, row: int) -> int:
+        """The seq shown on ``row``."""
+        return row if self.seq_of is None else self.seq_of(row)
 
     @property
     def page_height(self) -> int:
@@ -413,13 +581,22 @@ class TransitionLog(_StyleCache, can_focus=True):
             self.scroll_to(y=top, animate=False, force=True, immediate=True)
 
     def visible_window(self) -> tuple[int, int]:
+        """Rows ``[top, end)`` on screen."""
         top = int(self.scroll_y)
         return top, min(self.count, top + self.page_height)
 
+    def visible_seqs(self) -> tuple[int, int, tuple[int, ...] | None]:
+        """Seqs on screen: ``(start, end, None)`` without a filter, else the seqs listed."""
+        start, end = self.visible_window()
+        if self.seq_of is None or start >= end:
+            return start, end, None
+        seqs = tuple(self.seq_of(r) for r in range(start, end))
+        return seqs[0], seqs[-1] + 1, seqs
+
     def _post_window(self) -> None:
         if self.machine_id is not None and self.count:
-            start, end = self.visible_window()
-            self.post_message(self.WindowChanged(self.machine_id, start, end))
+            start, end, seqs = self.visible_seqs()
+            self.post_message(self.WindowChanged(self.machine_id, start, end, seqs))
 
     def watch_scroll_y(self, old: float, new: float) -> None:
         super().watch_scroll_y(old, new)
@@ -434,21 +611,27 @@ class TransitionLog(_StyleCache, can_focus=True):
         offset = event.get_content_offset(self)
         if offset is None or offset.y < 1:
             return
-        seq = int(self.scroll_y) + offset.y - 1
-        if 0 <= seq < self.count:
-            self.post_message(self.Clicked(seq))
+        row = int(self.scroll_y) + offset.y - 1
+        if 0 <= row < self.count:
+            self.post_message(self.Clicked(self.seq_at(row)))
 
     # -- rendering -------------------------------------------------------------------------
 
     def _columns(self, width: int) -> tuple[int, int, int, int, int]:
         """Widths of seq, time (0 when hidden), kind, name, changes."""
-        seq_w = max(3, len(str(max(self.count - 1, 0)))) + 1  # + the cursor gutter
+        name = self._name_width()
+        key = (width, name, self.max_seq)
+        if key == self._columns_key:
+            return self._columns_val
+        seq_w = max(3, len(str(max(self.max_seq, 0)))) + 1  # + the cursor gutter
         time_w = 12 if width >= 64 else 0
         kind_w = 7
         fixed = seq_w + 1 + (time_w + 1 if time_w else 0) + kind_w + 1 + 2 + 7 + 1
         flex = max(width - fixed, 8)
-        name_w = max(5, min(self._name_width(), flex * 2 // 5))
-        return seq_w, time_w, kind_w, name_w, max(flex - name_w - 2, 1)
+        name_w = max(5, min(name, flex * 2 // 5))
+        self._columns_key = key
+        self._columns_val = (seq_w, time_w, kind_w, name_w, max(flex - name_w - 2, 1))
+        return self._columns_val
 
     def _name_width(self) -> int:
         """The longest event name on screen (at most 16), so changes get the rest."""
@@ -457,9 +640,9 @@ class TransitionLog(_StyleCache, can_focus=True):
             start, end = self.visible_window()
             widths = [
                 len(row.name)
-                for seq in range(start, end)
+                for r in range(start, end)
                 if self.machine_id is not None
-                and (row := self._row_of(self.machine_id, seq)) is not None
+                and (row := self._row_of(self.machine_id, self.seq_at(r))) is not None
             ]
             if widths:  # not cached yet: measure again when the rows arrive
                 self._name_key = key
@@ -467,9 +650,18 @@ class TransitionLog(_StyleCache, can_focus=True):
         return self._name_w
 
     def refresh_rows(self) -> None:
-        """Rows arrived in the cache: measure and draw again."""
+        """Rows arrived in the cache: measure again, draw the rows that lacked them."""
+        before = self._columns_val
         self._name_w = 0
-        self.refresh()
+        width = self.scrollable_content_region.width
+        if self._columns(width) != before:
+            self.refresh()
+            return
+        top = int(self.scroll_y)
+        for row in self._pending:
+            if top <= row < top + self.page_height:
+                self.refresh_line(row + 1)
+        self._pending.clear()
 
     def header_text(self, width: int) -> Text:
         seq_w, time_w, kind_w, name_w, changes_w = self._columns(width)
@@ -485,7 +677,7 @@ class TransitionLog(_StyleCache, can_focus=True):
         text = Text(no_wrap=True, overflow="ellipsis")
         # a glyph as well as a colour marks the cursor: monochrome terminals and
         # text snapshots show it too
-        text.append("▶" if seq == self.cursor else " ", style="bold")
+        text.append("▶" if seq == self.cursor_seq else " ", style="bold")
         text.append(f"{seq:>{seq_w - 1}} ", style=self._style("dim"))
         if row is None:
             gone = "deleted (max_records)" if seq < self.first else "…"
@@ -528,20 +720,41 @@ class TransitionLog(_StyleCache, can_focus=True):
         if y == 0:
             text = self.header_text(width)
         else:
-            seq = int(self.scroll_y) + y - 1
-            if self.machine_id is None or seq >= self.count:
+            row = int(self.scroll_y) + y - 1
+            if self.machine_id is None or row >= self.count:
                 hint = self.empty_hint.splitlines()
                 if self.machine_id is None and 1 <= y <= len(hint):
                     text = Text(hint[y - 1], style=self._style("dim"))
                 elif self.count == 0 and y == 1:
-                    text = Text("no records yet", style=self._style("dim"))
+                    none = "no records yet" if self.seq_of is None else "no record shown"
+                    text = Text(none, style=self._style("dim"))
                 else:
                     return Strip.blank(width, base)
             else:
-                text = self.row_text(self._row_of(self.machine_id, seq), seq, width)
-                if seq == self.cursor:
+                seq = self.seq_at(row)
+                cursor = seq == self.cursor_seq
+                key = (width, self._style_gen, self._columns(width), self.machine_id, self.first)
+                if key != self._strips_key or len(self._strips) > 8 * self.page_height:
+                    self._strips = {}
+                    self._strips_key = key
+                strip = self._strips.get((seq, cursor))
+                if strip is not None:
+                    return strip
+                log_row = self._row_of(self.machine_id, seq)
+                text = self.row_text(log_row, seq, width)
+                if cursor:
                     text.pad_right(max(0, width - text.cell_len))
                     text.stylize_before(self._style("cursor"))
+                text.truncate(width, overflow="ellipsis")
+                text.stylize_before(base)
+                strip = Strip(text.render(self.app.console), text.cell_len).extend_cell_length(
+                    width, base
+                )
+                if log_row is None and seq >= self.first:
+                    self._pending.add(row)
+                else:
+                    self._strips[(seq, cursor)] = strip
+                return strip
         text.truncate(width, overflow="ellipsis")
         text.stylize_before(base)
         return Strip(text.render(self.app.console), text.cell_len).extend_cell_length(width, base)

@@ -1,17 +1,21 @@
-"""TUI targets (SPEC §10): first screen of a 1M-record journal, step redraw, live ingest.
+"""TUI targets (SPEC §10, issue 7): first screen of a 1M-record journal, key redraws, live.
 
-Run: ``.venv/bin/python tests/bench/bench_tui.py [--records N] [--rate R]``
+Run: ``.venv/bin/python tests/bench/bench_tui.py [--records N] [--journal PATH] [--rate R]``
 
-Builds a journal of N records (default 1,000,000) in a temporary directory, opens it
-read-only in the headless app and prints a table:
+Builds a journal of N records (default 1,000,000; ``--journal`` keeps it for the next run),
+opens it read-only in the headless app and prints a table with median and p95:
 
-* open -> first screen: from creating the App to the state tree, log and details of the
-  last record being on screen (target 1.5 s);
-* step redraw: from the step action to the new view applied and the screen composed
-  (median and p95 over 200 steps back, then 200 jumps; target 30 ms);
-* backend reads: pages the virtual log read for all of that;
-* live: records/s streamed by a tracer into the app's ingest server while the app
-  follows the tail, and the worst gap between two screen refreshes meanwhile.
+* open -> first screen: from ``backends.open`` to the first screen update that shows the
+  last record's state tree, log and details (target 1.5 s);
+* keys: from the action of a key to the screen update that shows its result, as a
+  terminal would get it (the compositor's partial update rendered to escape sequences):
+  step, jump by 50, first/last, go to seq, and the filter keys (errors only, hide not
+  accepted, search) with, separately, how long filtering the whole history takes
+  (target 30 ms for the redraw). ``cpu`` is the UI thread's CPU time for the same span:
+  on a loaded machine wall times wait for a core, CPU times do not;
+* live: a tracer streams R records/s into the app's ingest server (stored in a journal)
+  while a key is pressed every 100 ms: key -> screen latency (target p95 100 ms), the
+  event loop's lag, and the process's memory at the start and the end.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import asyncio
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import backends
 from aminspect.session import Session
@@ -36,41 +42,43 @@ STATES = (
     StateSpec("Work.b", "Work"),
     StateSpec("Done"),
 )
+BASE_TIME = 1_767_323_045_000_000_000
 
 
 def build(path: Path, n: int) -> float:
-    """Write ``n`` records of one machine; returns seconds taken."""
+    """Write ``n`` records of one machine; returns seconds taken.
+
+    Idle and Work alternate; every 13th record is a refused event (no change) and every
+    101st an event that failed with an error, so the filters have something to hide.
+    """
     t0 = time.perf_counter()
     backend = backends.open(str(path), durability="fast")
     backend.put_machine(MachineRecord("bench", "manual", Schema(STATES), created=0, updated=0))
     batch: list[TransitionRecord] = []
-    base = 1_767_323_045_000_000_000
+    working = False
     for seq in range(n):
+        t = BASE_TIME + seq * 1000
         if seq == 0:
-            r = TransitionRecord("bench", 0, "init", "init", time=base, entered=(0,))
-        elif seq % 2:
+            r = TransitionRecord("bench", 0, "init", "init", time=t, entered=(0,))
+        elif seq % 101 == 0:
             r = TransitionRecord(
-                "bench",
-                seq,
-                "event",
-                "work",
-                time=base + seq * 1000,
-                exited=(0,),
-                entered=(1, 2, 3),
-                duration=1200,
-                args={"n": seq},
-            )
+                "bench", seq, "event", "pay", time=t, accepted=False,
+                error=("PaymentError", "card declined"), duration=5000,
+            )  # fmt: skip
+        elif seq % 13 == 0:
+            r = TransitionRecord("bench", seq, "event", "ship", time=t, accepted=False)
+        elif not working:
+            r = TransitionRecord(
+                "bench", seq, "event", "work", time=t, exited=(0,), entered=(1, 2, 3),
+                duration=1200, args={"n": seq},
+            )  # fmt: skip
+            working = True
         else:
             r = TransitionRecord(
-                "bench",
-                seq,
-                "event",
-                "rest",
-                time=base + seq * 1000,
-                exited=(1, 2, 3),
-                entered=(0,),
+                "bench", seq, "event", "rest", time=t, exited=(1, 2, 3), entered=(0,),
                 duration=800,
-            )
+            )  # fmt: skip
+            working = False
         batch.append(r)
         if len(batch) == 1000:  # about what the WebSocket sink sends per message
             backend.append("bench", batch)
@@ -82,68 +90,226 @@ def build(path: Path, n: int) -> float:
 
 
 class TimedApp(InspectorApp):
-    """Records when each view reaches the screen."""
+    """Records when each view is applied and when each screen update is produced.
+
+    In a headless run the driver writes nothing; ``_display`` renders the update to the
+    escape sequences a terminal driver would write, so that cost is counted too.
+    """
 
     shown_at: float = 0.0
+    displayed_at: float = 0.0
+    displayed_cpu: float = 0.0
 
     def show_view(self, view):  # type: ignore[no-untyped-def]
         super().show_view(view)
-        # compose the screen as the driver would, so the time includes rendering
-        self.screen._compositor.render_update(full=True)
         self.shown_at = time.perf_counter()
 
+    def _display(self, screen, renderable):  # type: ignore[no-untyped-def]
+        super()._display(screen, renderable)
+        if renderable is not None and hasattr(renderable, "render_segments"):
+            renderable.render_segments(self.console)
+            self.displayed_at = time.perf_counter()
+            self.displayed_cpu = time.thread_time()
 
-async def measure_open(path: Path) -> tuple[float, TimedApp]:
+
+def fmt(values: list[float], unit: str = "ms") -> str:
+    """``median X, p95 Y`` of a sample."""
+    v = sorted(values)
+    p95 = v[min(len(v) - 1, round(len(v) * 0.95) - 1)]
+    return f"median {statistics.median(v):6.1f} {unit}, p95 {p95:6.1f} {unit}"
+
+
+async def timed(
+    pilot: Any, app: TimedApp, act: Callable[[], object], done: Callable[[], bool]
+) -> tuple[float, float]:
+    """Run ``act`` and wait for the first screen update after ``done()`` holds.
+
+    Returns:
+        (wall ms, UI-thread CPU ms) from the action to that update.
+    """
+    start, cpu = time.perf_counter(), time.thread_time()
+    act()
+    deadline = start + 30
+    while time.perf_counter() < deadline:
+        if done() and app.displayed_at > start and app.displayed_at >= app.shown_at:
+            break
+        await asyncio.sleep(0.0005)
+    return (app.displayed_at - start) * 1000, (app.displayed_cpu - cpu) * 1000
+
+
+async def keys(
+    pilot: Any, app: TimedApp, label: str, act: Callable[[], object], rounds: int = 100
+) -> list[tuple[str, str]]:
+    """Press a cursor key ``rounds`` times; the rows of its wall and CPU times."""
+    walls, cpus = [], []
+    for _ in range(rounds):
+
+        def shown() -> bool:
+            return app.view is not None and app.view.seq == app.session.cursor
+
+        wall, cpu = await timed(pilot, app, act, shown)
+        walls.append(wall)
+        cpus.append(cpu)
+    return [(f"{label}", fmt(walls)), (f"{label} (UI cpu)", fmt(cpus))]
+
+
+async def run(path: Path, n: int, rounds: int) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
     t0 = time.perf_counter()
     backend = backends.open(str(path), read_only=True)
+    opened = time.perf_counter()
     app = TimedApp(Session(backend), play_interval=1e6)
-    return t0, app
-
-
-async def run(path: Path, n: int) -> list[tuple[str, str]]:
-    rows: list[tuple[str, str]] = []
-    t0, app = await measure_open(path)
     async with app.run_test(size=(120, 40)) as pilot:
-        while app.view is None:
-            await pilot.pause()
-        rows.append(("open -> first screen", f"{(app.shown_at - t0) * 1000:.0f} ms"))
-        for label, delta in (("step back (1)", -1), ("jump back (50)", -50)):
-            times = []
-            for _ in range(200):
-                start = time.perf_counter()
-                app.action_step(delta)
-                seq = app.session.cursor
-                while app.view is None or app.view.seq != seq:
-                    await pilot.pause()
-                times.append((app.shown_at - start) * 1000)
-            times.sort()
-            rows.append(
-                (
-                    f"{label} redraw",
-                    f"median {statistics.median(times):.1f} ms, p95 {times[189]:.1f} ms",
-                )
+        while app.view is None or app.displayed_at < app.shown_at:
+            await asyncio.sleep(0.001)
+        rows.append(
+            (
+                "open -> first screen",
+                f"{(app.displayed_at - t0) * 1000:.0f} ms "
+                f"(backends.open {(opened - t0) * 1000:.0f} ms)",
             )
-        start = time.perf_counter()
-        app.session.goto(n // 2)
-        app.refresh_cursor()
-        while app.view is None or app.view.seq != n // 2:
-            await pilot.pause()
-        rows.append(("go to the middle", f"{(app.shown_at - start) * 1000:.1f} ms"))
+        )
         await settle(pilot)
-        rows.append(("backend page reads", str(app.session.pages.reads)))
-    app.session.backend.close()  # type: ignore[attr-defined]
+        s = app.session
+        rows += await keys(pilot, app, "step back (←)", lambda: app.action_step(-1), rounds)
+        rows += await keys(pilot, app, "step forward (→)", lambda: app.action_step(1), rounds)
+        rows += await keys(pilot, app, "jump back 50 (PgUp)", lambda: app.action_step(-50), rounds)
+        rows += await keys(pilot, app, "jump fwd 50 (PgDn)", lambda: app.action_step(50), rounds)
+        walls = []
+        for k in range(10):
+            target = (k * 7919 * 97) % n
+
+            def go(target: int = target) -> None:
+                s.goto(target)
+                app.refresh_cursor()
+
+            wall, _ = await timed(
+                pilot, app, go, lambda t=target: app.view is not None and app.view.seq == t
+            )
+            walls.append(wall)
+        rows.append(("go to a random seq (:)", fmt(walls)))
+        ends: dict[str, list[float]] = {"first (Home)": [], "last (End)": []}
+        for k in range(20):
+            label = "first (Home)" if k % 2 == 0 else "last (End)"
+            action = app.action_first if k % 2 == 0 else app.action_last
+            wall, _ = await timed(
+                pilot, app, action, lambda: app.view is not None and app.view.seq == s.cursor
+            )
+            ends[label].append(wall)
+        rows += [(label, fmt(v)) for label, v in ends.items()]
+        rows.append(("backend page reads (all of the above)", str(s.pages.reads)))
+        rows += await filters(pilot, app, n, rounds)
+    backend.close()
     return rows
 
 
-async def run_live(rate: int, seconds: float) -> list[tuple[str, str]]:
+async def wait_filtered(app: TimedApp) -> None:
+    fv = app.session.filtered
+    while fv is not None and not fv.complete:
+        await asyncio.sleep(0.005)
+
+
+async def filters(pilot: Any, app: TimedApp, n: int, rounds: int) -> list[tuple[str, str]]:
+    """Filter keys: key -> redraw, and how long the whole history takes to filter.
+
+    The first filter reads the history (unless the background error count already
+    summarised it); later ones scan the record summary it left.
+    """
+    s = app.session
+    rows: list[tuple[str, str]] = []
+    s.goto(n // 2)
+    app.refresh_cursor()
+    await settle(pilot)
+    summary = s.summary("bench")
+    assert summary is not None
+    rows.append(("summarised by the error count at this point", f"{summary.end:,} records"))
+    start = time.perf_counter()
+    wall, cpu = await timed(pilot, app, app.action_toggle_errors, lambda: True)
+    await wait_filtered(app)
+    total = (time.perf_counter() - start) * 1000
+    rows.append(("first filter (e): key -> redraw", f"{wall:.1f} ms (UI cpu {cpu:.1f} ms)"))
+    rows.append(("first filter (e): whole history filtered", f"{total:.0f} ms"))
+    app.action_toggle_errors()
+    await settle(pilot)
+
+    async def toggle(label: str, action: Callable[[], object]) -> None:
+        redraw, total, cpus = [], [], []
+        for _ in range(6):  # on, off, on, off...
+            start = time.perf_counter()
+            wall, cpu = await timed(pilot, app, action, lambda: True)
+            redraw.append(wall)
+            cpus.append(cpu)
+            fv = s.filtered
+            await wait_filtered(app)
+            if fv is not None:
+                total.append((time.perf_counter() - start) * 1000)
+            await settle(pilot)
+        rows.append((f"{label}: key -> redraw", fmt(redraw)))
+        rows.append((f"{label}: key -> redraw (UI cpu)", fmt(cpus)))
+        rows.append((f"{label}: whole history filtered", fmt(total)))
+
+    await toggle("errors only (e)", app.action_toggle_errors)
+    await toggle("hide not accepted (x)", app.action_toggle_rejected)
+    app.action_toggle_errors()
+    await wait_filtered(app)
+    await settle(pilot)
+    fv = s.filtered
+    assert fv is not None
+    rows.append(("errors only: rows shown / hidden", f"{fv.total:,} / {fv.hidden:,}"))
+    rows += await keys(pilot, app, "filtered: step back", lambda: app.action_step(-1), rounds)
+    rows += await keys(pilot, app, "filtered: jump back 50", lambda: app.action_step(-50), rounds)
+    app.action_clear_filters()
+    await settle(pilot)
+    # search as you type: each keystroke filters again from scratch
+    app.action_search_log()
+    await settle(pilot)
+    walls = []
+    for ch in "pay":
+        wall, _ = await timed(pilot, app, lambda c=ch: _type(app, c), lambda: True)
+        walls.append(wall)
+    start = time.perf_counter()
+    while s.filter.search != "pay":  # it filters once typing pauses (SEARCH_DELAY)
+        await asyncio.sleep(0.005)
+    await wait_filtered(app)
+    rows.append(("search 'pay' typed: key -> redraw", fmt(walls)))
+    rows.append(
+        (
+            "search: whole history filtered after the last key",
+            f"{(time.perf_counter() - start) * 1000:.0f} ms",
+        )
+    )
+    app.action_clear_filters()
+    await settle(pilot)
+    return rows
+
+
+def _type(app: InspectorApp, ch: str) -> None:
+    from aminspect.tui.filter_bar import SearchBar
+
+    bar = app.main_screen.query_one(SearchBar)
+    bar.insert_text_at_cursor(ch)
+
+
+def rss_mb() -> float:
+    """The process's resident memory now."""
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    import os
+
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+async def run_live(rate: int, seconds: float, tmp: Path) -> list[tuple[str, str]]:
     from aminspect.server import IngestServer
     from tracer import ManualMachine, attach
     from tracer.ws_sink import WebSocketSink
 
-    backend = backends.open("memory://")
+    backend = backends.open(str(tmp / "live.amj"), durability="fast")
     server = IngestServer(backend, "127.0.0.1", 0)
-    app = InspectorApp(Session(backend, live=True), server=server, play_interval=1e6)
+    app = TimedApp(Session(backend, live=True), server=server, play_interval=1e6)
     gaps: list[float] = []
+    walls: list[float] = []
+    rss: list[float] = []
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         machine = ManualMachine(["A", "B"], initial=["A"])
@@ -167,46 +333,74 @@ async def run_live(rate: int, seconds: float) -> list[tuple[str, str]]:
             return sent
 
         task = asyncio.get_running_loop().run_in_executor(None, produce)
-        # event-loop lag: how late a 10 ms sleep wakes up while ingesting and following
+        rss.append(rss_mb())
+
+        async def lag() -> None:
+            while not task.done():
+                t0 = time.perf_counter()
+                await asyncio.sleep(0.01)
+                gaps.append(time.perf_counter() - t0 - 0.01)
+
+        lagger = asyncio.create_task(lag())
+        k = 0
         while not task.done():
-            t0 = time.perf_counter()
-            await asyncio.sleep(0.01)
-            gaps.append(time.perf_counter() - t0 - 0.01)
+            await asyncio.sleep(0.1)
+            if app.session.selected is None:
+                continue
+            delta = -1 if k % 4 < 2 else 1
+            k += 1
+            wall, _ = await timed(
+                pilot,
+                app,
+                lambda d=delta: app.action_step(d),
+                lambda: app.view is not None and app.view.seq == app.session.cursor,
+            )
+            walls.append(wall)
         sent = await task
+        await lagger
+        rss.append(rss_mb())
         app.refresh_now()
         await settle(pilot)
         shown = app.session.count
-        gaps.sort()
     backend.close()
     return [
-        ("live: records sent", f"{sent} at {rate}/s for {seconds:.0f} s"),
-        ("live: records shown", str(shown)),
+        ("live: records sent", f"{sent:,} at {rate:,}/s for {seconds:.0f} s (journal)"),
+        ("live: records shown", f"{shown:,}"),
+        ("live: key -> screen", fmt(walls) + f" ({len(walls)} keys)"),
         (
             "live: event-loop lag",
-            f"median {statistics.median(gaps) * 1000:.1f} ms, p99 "
-            f"{gaps[int(len(gaps) * 0.99)] * 1000:.0f} ms, max {gaps[-1] * 1000:.0f} ms",
+            fmt([g * 1000 for g in gaps]) + f", max {max(gaps) * 1000:.0f} ms",
         ),
+        ("live: process memory", f"{rss[0]:.0f} MB -> {rss[-1]:.0f} MB"),
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--journal", type=Path, default=None, help="reuse or keep this journal")
     parser.add_argument("--rate", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=100, help="presses per key")
+    parser.add_argument("--skip-live", action="store_true")
     args = parser.parse_args()
+    rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bench.amj"
-        built = build(path, args.records)
-        rows = [
-            (
-                "journal",
-                f"{args.records:,} records, {path.stat().st_size / 1e6:.0f} MB, "
-                f"built in {built:.1f} s",
+        path = args.journal or Path(tmp) / "bench.amj"
+        if path.exists():
+            rows.append(("journal", f"{path} (reused), {path.stat().st_size / 1e6:.0f} MB"))
+        else:
+            built = build(path, args.records)
+            rows.append(
+                (
+                    "journal",
+                    f"{args.records:,} records, {path.stat().st_size / 1e6:.0f} MB, "
+                    f"built in {built:.1f} s",
+                )
             )
-        ]
-        rows += asyncio.run(run(path, args.records))
-    rows += asyncio.run(run_live(args.rate, args.seconds))
+        rows += asyncio.run(run(path, args.records, args.rounds))
+        if not args.skip_live:
+            rows += asyncio.run(run_live(args.rate, args.seconds, Path(tmp)))
     width = max(len(k) for k, _ in rows)
     print(f"{'measure':<{width}}  value")
     print(f"{'-' * width}  -----")
