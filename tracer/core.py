@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from tracer.codec import KIND_CODES
 from tracer.records import Kind, MachineRecord, TransitionRecord
 from tracer.sinks import Sink
 
@@ -44,6 +45,7 @@ LINGER = 0.03  # seconds the sender lets a batch build up after a wake-up (fewer
 FLUSH_AT_EXIT = 2.0  # seconds the interpreter may wait at exit for records to reach the sink
 
 _PENDING = -1  # seq of a record whose capture position is not assigned yet
+_GAP_CODE = KIND_CODES[Kind.GAP]
 # Records are stamped with this monotonic clock on the app thread; the sender turns the
 # stamp into UTC wall time (one clock read per record instead of two: the same stamp
 # also starts the duration).
@@ -365,10 +367,15 @@ class Dispatcher:
     sender only when it is not already due to run. The sender thread orders records by
     position, assigns seqs, builds the records, turns drops into gap records and writes.
     It stops when no channel is left and is started again by the next ``add``.
+
+    A sink with ``write_rows`` (``tracer.sinks.RowSink``) gets rows instead of records:
+    tuples of plain values, about half the cost of a TransitionRecord to build, and not
+    tracked by the garbage collector once they survive a collection.
     """
 
     def __init__(self, sink: Sink, capacity: int = DEFAULT_BUFFER) -> None:
         self.sink = sink
+        self._rows = _takes_rows(sink)
         self.capacity = max(1, capacity)
         self.last_error: str | None = None
         self._lock = threading.Lock()
@@ -489,13 +496,18 @@ class Dispatcher:
             if smap is not None:
                 for position, after, when in lost:
                     smap.pending[position] = (_DROPPED, position, None, None, None, after, when)
-        out: dict[Channel, list[TransitionRecord]] = {}
+        # Records, or rows (tuples in tracer.codec's positional form) for a RowSink.
+        out: dict[Channel, list[Any]] = {}
         last: Channel | None = None
         smap = None
-        recs: list[TransitionRecord] = []
+        recs: list[Any] = []
         append = recs.append
         record = TransitionRecord
+        rows = self._rows
+        codes = KIND_CODES
         mid = ""
+        if rows and items:
+            items = self._bulk_rows(items, out, offset)
         for item in items:
             ch = item[0]
             if ch is not last:
@@ -522,12 +534,20 @@ class Dispatcher:
                 holder = item[2]
                 if holder is not None:
                     holder.seq = seq
-                append(
-                    record(
-                        mid, seq, item[6], item[7], item[15], item[8] + offset, item[9], item[10],
-                        item[11], item[12], item[13], item[14], None, None,
-                    )
-                )  # fmt: skip
+                if rows:
+                    append(
+                        (
+                            seq, item[15], item[8] + offset, item[9], codes[item[6]], item[7],
+                            item[10], item[11], item[12], item[13], item[14], None, None,
+                        )
+                    )  # fmt: skip
+                else:
+                    append(
+                        record(
+                            mid, seq, item[6], item[7], item[15], item[8] + offset, item[9],
+                            item[10], item[11], item[12], item[13], item[14], None, None,
+                        )
+                    )  # fmt: skip
                 smap.last_after = item[5]
             elif (
                 item[1] == smap.next_pos
@@ -551,7 +571,43 @@ class Dispatcher:
             self._guard(self.sink.dispose, ch.id)
             maps.pop(ch, None)
 
-    def _record(self, ch: Channel, smap: _SeqMap, item: _Item, out: list[TransitionRecord]) -> None:
+    def _bulk_rows(
+        self, items: list[_Item], out: dict[Channel, list[Any]], offset: int
+    ) -> list[_Item]:
+        """The usual batch for a RowSink, in bulk: one channel, every record next in order,
+        none naming a parent or source. Returns what is left for the record-by-record
+        path (everything, unless the whole batch was done here)."""
+        ch = items[0][0]
+        smap = self._maps.get(ch)
+        if smap is None or smap.pending or smap.lost:
+            return items
+        first = smap.next_pos
+        n = len(items)
+        # One pass of C-level loops: same channel, positions first..first+n-1 in order,
+        # no parent, no source.
+        if [it[1] for it in items] != list(range(first, first + n)) or any(
+            [it[0] is not ch or it[3] is not None or it[4] is not None for it in items]
+        ):
+            return items
+        seq = smap.next_seq
+        codes = KIND_CODES
+        rows = [
+            (
+                s, it[15], it[8] + offset, it[9], codes[it[6]], it[7], it[10], it[11], it[12],
+                it[13], it[14], None, None,
+            )
+            for s, it in zip(range(seq, seq + n), items, strict=True)
+        ]  # fmt: skip
+        for s, it in zip(range(seq, seq + n), items, strict=True):
+            if it[2] is not None:  # an event a nested record named: it needs its seq
+                it[2].seq = s
+        smap.next_seq = seq + n
+        smap.next_pos = first + n
+        smap.last_after = items[-1][5]
+        out.setdefault(ch, []).extend(rows)
+        return []
+
+    def _record(self, ch: Channel, smap: _SeqMap, item: _Item, out: list[Any]) -> None:
         """Number ``item`` (the next position of ``ch``) and build its record."""
         if smap.lost:
             self._gap(ch, smap, smap.lost, smap.lost_after, smap.lost_time, out)
@@ -579,14 +635,23 @@ class Dispatcher:
                 else:
                     src_seq = src_map.next_seq + src.position - src_map.next_pos
             source = None if src_seq is None else (src_channel.id, src_seq)
-        rec = TransitionRecord(
-            ch.id, seq, item[6], item[7], item[15], item[8] + self._offset,
-            item[9], item[10], item[11], item[12], item[13], item[14], parent_seq, source,
-        )  # fmt: skip
-        out.append(rec)
+        if self._rows:
+            out.append(
+                (
+                    seq, item[15], item[8] + self._offset, item[9], KIND_CODES[item[6]], item[7],
+                    item[10], item[11], item[12], item[13], item[14], parent_seq, source,
+                )
+            )  # fmt: skip
+        else:
+            out.append(
+                TransitionRecord(
+                    ch.id, seq, item[6], item[7], item[15], item[8] + self._offset,
+                    item[9], item[10], item[11], item[12], item[13], item[14], parent_seq, source,
+                )
+            )  # fmt: skip
         smap.last_after = item[5]
 
-    def _drain(self, ch: Channel, smap: _SeqMap, out: list[TransitionRecord]) -> None:
+    def _drain(self, ch: Channel, smap: _SeqMap, out: list[Any]) -> None:
         """Number the pending records whose turn has come; runs of drops become one gap."""
         pending = smap.pending
         while True:
@@ -619,45 +684,75 @@ class Dispatcher:
         count: int,
         after: frozenset[int],
         when: int,
-        out: list[TransitionRecord],
+        out: list[Any],
     ) -> None:
         """One record standing for ``count`` lost ones, carrying the configuration after."""
-        rec = TransitionRecord(
-            ch.id, smap.next_seq, Kind.GAP, "dropped", ch.machine.mach_tick, when
-        )
-        rec.args = {"dropped": count}
-        rec.entered = tuple(sorted(after))
+        entered = tuple(sorted(after))
+        seq, tick, args = smap.next_seq, ch.machine.mach_tick, {"dropped": count}
+        if self._rows:
+            out.append(
+                (
+                    seq,
+                    tick,
+                    when,
+                    0,
+                    _GAP_CODE,
+                    "dropped",
+                    args,
+                    True,
+                    None,
+                    (),
+                    entered,
+                    None,
+                    None,
+                )
+            )
+        else:
+            rec = TransitionRecord(ch.id, seq, Kind.GAP, "dropped", tick, when)
+            rec.args = args
+            rec.entered = entered
+            out.append(rec)
         smap.next_seq += 1
         smap.gaps += 1
-        out.append(rec)
         smap.last_after = after
 
-    def _write(self, ch: Channel, smap: _SeqMap, recs: list[TransitionRecord]) -> None:
+    def _write(self, ch: Channel, smap: _SeqMap, recs: list[Any]) -> None:
+        rows = self._rows
+        # (seq, kind, args, time) of a record or a row
+        if rows:
+            fields: Callable[[Any], tuple[int, Any, Any, int]] = _row_fields
+            gap: Any = _GAP_CODE
+        else:
+            fields, gap = _record_fields, Kind.GAP
         for i in range(0, len(recs), BATCH_MAX):
             chunk = recs[i : i + BATCH_MAX]
-            if self._guard(self.sink.write, ch.id, chunk):
+            if rows:
+                ok = self._guard(self.sink.write_rows, ch.id, chunk[0][0], chunk)  # type: ignore[attr-defined]
+            else:
+                ok = self._guard(self.sink.write, ch.id, chunk)
+            if ok:
                 gaps = 0
                 if smap.gaps:  # only _gap() makes gap records: count them when it did
-                    gap = Kind.GAP
                     for r in chunk:
-                        if r.kind == gap:
+                        if fields(r)[1] == gap:
                             gaps += 1
                 ch.sent += len(chunk) - gaps
                 continue
             # Lost, with every later record of this batch: the next write starts with a
             # gap record standing for them, at the first lost seq.
             rest = recs[i:]
-            smap.next_seq = rest[0].seq
+            smap.next_seq = fields(rest[0])[0]
             lost = 0
             for r in rest:
-                if r.kind == Kind.GAP:
-                    lost += r.args["dropped"]
+                _, kind, args, _ = fields(r)
+                if kind == gap:
+                    lost += args["dropped"]
                 else:
                     lost += 1
                     ch.dropped += 1  # records a gap stands for were counted when dropped
             smap.lost += lost
             smap.lost_after = smap.last_after  # rest ends with the record numbered last
-            smap.lost_time = rest[-1].time
+            smap.lost_time = fields(rest[-1])[3]
             return
 
     def _start(self, ch: Channel) -> None:
@@ -706,6 +801,30 @@ class Dispatcher:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
         atexit.unregister(self._at_exit)
+
+
+def _takes_rows(sink: Any) -> bool:
+    """Whether ``sink`` gets rows: it has ``write_rows``, defined no less derived than its
+    ``write`` (a subclass that overrides only ``write`` still sees every record there)."""
+    if not callable(getattr(sink, "write_rows", None)):
+        return False
+    cls = type(sink)
+
+    def owner(name: str) -> type | None:
+        return next((c for c in cls.__mro__ if name in c.__dict__), None)
+
+    rows_cls, write_cls = owner("write_rows"), owner("write")
+    if rows_cls is None:  # set on the instance
+        return write_cls is None or "write" in getattr(sink, "__dict__", {})
+    return write_cls is None or issubclass(rows_cls, write_cls)
+
+
+def _row_fields(row: tuple[Any, ...]) -> tuple[int, Any, Any, int]:
+    return row[0], row[4], row[6], row[2]
+
+
+def _record_fields(rec: TransitionRecord) -> tuple[int, Any, Any, int]:
+    return rec.seq, rec.kind, rec.args, rec.time
 
 
 _dispatchers: weakref.WeakKeyDictionary[Any, Dispatcher] = weakref.WeakKeyDictionary()

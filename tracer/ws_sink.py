@@ -18,13 +18,15 @@ import ssl as ssl_module
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
+import msgpack
 from websockets.asyncio.client import ClientConnection, connect
 
 from tracer._version import __version__
+from tracer.codec import KIND_CODES
 from tracer.protocol import (
     CONFLICT,
     Ack,
@@ -36,7 +38,6 @@ from tracer.protocol import (
     encode_gap,
     encode_hello,
     encode_machine,
-    encode_txs,
 )
 from tracer.records import RESET_KINDS, Kind, MachineRecord, TransitionRecord
 
@@ -47,6 +48,40 @@ _jitter = random.Random()  # our own: never touch the app's global random state
 DEFAULT_RETRANSMIT = 65_536  # unacknowledged records kept for resending
 DEFAULT_BATCH = 2048  # records per txs message (capped by the server's max_batch)
 DEFAULT_DELAY = 0.002  # seconds to wait for more records before sending a small batch
+
+
+# Records are kept as rows: tracer.codec's positional form (kind as its code), as tuples;
+# a txs message carries them as they are.
+_Row = tuple[Any, ...]
+_GAP_CODE = KIND_CODES[Kind.GAP]
+_RESET_CODES = frozenset(KIND_CODES[k] for k in RESET_KINDS)
+
+
+def _to_row(rec: TransitionRecord) -> _Row:
+    return (
+        rec.seq, rec.mach_tick, rec.time, rec.duration, KIND_CODES[rec.kind], rec.name,
+        rec.args, rec.accepted, rec.error, tuple(rec.exited), tuple(rec.entered),
+        rec.parent_seq, rec.source,
+    )  # fmt: skip
+
+
+def _encode_txs(
+    machine_id: str, rows: Sequence[_Row], shift: int, sources: Mapping[str, int]
+) -> bytes:
+    """``tracer.protocol.encode_txs`` for rows (the same bytes for the same records)."""
+    if shift or sources:
+        out: list[_Row] = []
+        for r in rows:
+            parent, src = r[11], r[12]
+            out.append(
+                (
+                    r[0] + shift, *r[1:11], None if parent is None else parent + shift,
+                    None if src is None else (src[0], src[1] + sources.get(src[0], 0)),
+                )
+            )  # fmt: skip
+        rows = out
+    data: bytes = msgpack.packb(["txs", machine_id, rows[0][0], rows], use_bin_type=True)
+    return data
 
 
 class BufferFull(RuntimeError):
@@ -81,7 +116,7 @@ class _Stream:
 
     def __init__(self, machine: MachineRecord) -> None:
         self.machine = machine
-        self.buf: list[TransitionRecord] = []  # records from local seq buf_base on
+        self.buf: list[_Row] = []  # rows of the records from local seq buf_base on
         self.buf_base = 0
         self.head = 0  # index in buf of the first unacknowledged record
         self.next_local = 0  # local seq of the next record written
@@ -214,9 +249,18 @@ class WebSocketSink:
                 the batch as a gap).
             KeyError: for a machine never registered.
         """
-        if not records:
+        if records:
+            self.write_rows(machine_id, records[0].seq, [_to_row(r) for r in records])
+
+    def write_rows(self, machine_id: str, first_seq: int, rows: Sequence[_Row]) -> None:
+        """``write`` for rows (``tracer.sinks.RowSink``): kept and sent as they are.
+
+        Raises:
+            As ``write``.
+        """
+        if not rows:
             return
-        n = len(records)
+        n = len(rows)
         with self._lock:
             s = self._streams[machine_id]
             if self._unacked + n > self.retransmit and self._unacked:
@@ -229,10 +273,10 @@ class WebSocketSink:
                             f"(retransmit buffer {self.retransmit}); batch of {n} dropped"
                         )
                     self._lock.wait(left)
-            if records[0].seq != s.next_local:
-                raise ValueError(f"{machine_id}: expected seq {s.next_local}, got {records[0].seq}")
-            s.buf.extend(records)
-            s.next_local = records[-1].seq + 1
+            if first_seq != s.next_local or rows[0][0] != first_seq:
+                raise ValueError(f"{machine_id}: expected seq {s.next_local}, got {rows[0][0]}")
+            s.buf.extend(rows)
+            s.next_local = rows[-1][0] + 1
             self._unacked += n
         self._poke()
 
@@ -412,9 +456,9 @@ class WebSocketSink:
     def _collect(self) -> list[bytes]:
         """Frames to send now: machine declarations, records, gaps, disposals."""
         frames: list[bytes] = []
-        chunks: list[tuple[_Stream, list[TransitionRecord], int]] = []
+        chunks: list[tuple[_Stream, list[_Row], int]] = []
         budget = self._max_batch * 8  # records per round, so acks keep flowing
-        gap_kind = Kind.GAP
+        gap_kind = _GAP_CODE
         with self._lock:
             sources = {mid: s.offset for mid, s in self._streams.items() if s.offset}
             for mid, s in list(self._streams.items()):
@@ -437,7 +481,7 @@ class WebSocketSink:
                     chunk = s.buf[start : start + min(self._max_batch, budget)]
                     # GAP records travel as gap messages: cut the chunk at the first one.
                     for i, rec in enumerate(chunk):
-                        if rec.kind == gap_kind:
+                        if rec[4] == gap_kind:
                             chunk = [rec] if i == 0 else chunk[:i]
                             break
                     chunks.append((s, chunk, s.offset))
@@ -451,21 +495,22 @@ class WebSocketSink:
         # Encoding outside the lock: the tracer's sender thread keeps appending.
         for s, chunk, offset in chunks:
             first = chunk[0]
-            if first.kind == Kind.GAP:
-                dropped = first.args.get("dropped", 1) if isinstance(first.args, dict) else 1
+            if first[4] == _GAP_CODE:
+                args = first[6]
+                dropped = args.get("dropped", 1) if isinstance(args, dict) else 1
                 frames.append(
                     encode_gap(
                         s.machine.id,
-                        first.seq + offset,
+                        first[0] + offset,
                         max(1, int(dropped)),
-                        first.mach_tick,
-                        first.time,
-                        first.entered,
+                        first[1],
+                        first[2],
+                        first[10],
                     )
                 )
                 self.gaps_sent += 1
             else:
-                frames.append(encode_txs(s.machine.id, chunk, offset, sources))
+                frames.append(_encode_txs(s.machine.id, chunk, offset, sources))
         return frames
 
     def _gap_frame(self, s: _Stream) -> bytes:
@@ -475,7 +520,7 @@ class WebSocketSink:
         head_local = s.buf_base + s.head
         head_wire = head_local + s.offset
         dropped = head_wire - s.next_wire
-        tick = s.buf[s.head].mach_tick if s.head < len(s.buf) else s.machine.mach_tick
+        tick = s.buf[s.head][1] if s.head < len(s.buf) else s.machine.mach_tick
         frame = encode_gap(s.machine.id, s.next_wire, dropped, tick, time.time_ns(), s.config)
         s.offset = s.next_wire + 1 - head_local
         s.next_wire += 1
@@ -509,15 +554,15 @@ class WebSocketSink:
                     # Track the configuration after the acknowledged records: a gap for
                     # records a restarted server lost must carry it (see _gap_frame).
                     config = s.config
-                    reset = RESET_KINDS
+                    reset = _RESET_CODES
                     discard, add = config.difference_update, config.update
                     for r in s.buf[s.head : upto]:
-                        if r.kind in reset:
+                        if r[4] in reset:
                             config.clear()
-                            add(r.entered)
+                            add(r[10])
                         else:
-                            discard(r.exited)
-                            add(r.entered)
+                            discard(r[9])
+                            add(r[10])
                     self._unacked -= upto - s.head
                     s.head = upto
                     if s.head > 4096 and s.head * 2 > len(s.buf):

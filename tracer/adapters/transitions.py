@@ -27,9 +27,10 @@ markers, so a traced machine pickles and its copy behaves exactly like an untrac
 Cost (flat two-state toggle into a MemorySink, shared busy 2-core machine): untraced
 about 10-11 us of app-thread CPU per trigger; traced about 15 us (was 24-28 us with
 probes in three callback lists and three objects per event). What is left: the two
-wrapper calls, one open-event object and one tuple per event, and the sender thread
-building the TransitionRecord (about 1.5 us per record, which the app pays through the
-GIL).
+wrapper calls (about 0.4 us; their bodies about 3 us), one slotted open-event object and
+one tuple per event, and the sender thread, which the app pays through the GIL: about
+0.5 us per record for a sink taking rows (MemorySink, the WebSocket sink), about 1.5 us
+for one taking TransitionRecords.
 """
 
 from __future__ import annotations
@@ -252,8 +253,14 @@ class _Process(_Wrapper):
             mt = t.models[id(ed.model)]
         except Exception:  # not a trigger we know: run it; its writes record as forced
             return self.original(trigger)
+        # Every slot is set here (an unset slot raises on reading); ``before`` and
+        # ``after`` are set by the event's state write, read only once ``wrote``.
         ev = _Event()
         ch = ev.channel = mt.channel
+        ev.parent = ev.source = None
+        ev.position = ev.seq = _PENDING
+        ev.wrote = ev.referenced = False
+        ev.reenter = _EMPTY
         stack = _local.stack
         parent: OpenEvent | None
         if stack:
@@ -328,23 +335,32 @@ class _Event(OpenEvent):
     """One trigger of a flat synchronous machine: the open event, and later the record's
     holder (its ``position`` orders it, the sender sets its ``seq``).
 
-    No slots of its own: the class attributes are the defaults, so opening an event
-    stores only what differs.
+    Slots only, set by ``_Process.call`` (half the cost of an instance dict).
     """
 
-    parent: Any = None
-    source: tuple[Channel, Any] | None = None
-    position = _PENDING
-    seq = _PENDING
-    wrote = False
-    before: frozenset[int] = frozenset()
-    after: frozenset[int] = frozenset()
-    reenter: frozenset[int] = frozenset()
+    __slots__ = (
+        "after",
+        "before",
+        "parent",
+        "position",
+        "reenter",
+        "referenced",  # a nested record names this event as its parent or source
+        "seq",
+        "source",
+        "wrote",
+    )
+    parent: Any
+    source: tuple[Channel, Any] | None
+    position: int
+    seq: int
+    wrote: bool
+    referenced: bool
+    before: frozenset[int]
+    after: frozenset[int]
+    reenter: frozenset[int]
 
     # No Python-level __init__ (OpenEvent's takes arguments): creating one is a C call.
     __init__ = object.__init__
-
-    referenced = False  # a nested record names this event as its parent or source
 
     @property
     def capture(self) -> Any:  # what nested records name as parent or source
@@ -381,10 +397,11 @@ class _FastSetState(_Wrapper):
                 return t.write_one(self.original, state, model, mt)
             ev = found
         f = _getframe(1)
-        while id(f.f_code) in _OUR_CODE:  # another tracer's wrapper, or LockedMachine's lock
-            f = f.f_back  # type: ignore[assignment]
-        if f.f_code.co_name != "_change_state":
-            return t.write_one(self.original, state, model, mt)
+        if f.f_code is not _CHANGE_STATE:  # not called by transitions' own Transition
+            while id(f.f_code) in _OUR_CODE:  # another tracer's wrapper, or a lock wrapper
+                f = f.f_back  # type: ignore[assignment]
+            if f.f_code.co_name != "_change_state":
+                return t.write_one(self.original, state, model, mt)
         # The event's own write (write_fast, inlined).
         previous = mt.current
         if not ev.wrote:
@@ -941,6 +958,12 @@ class _Tracer:
 
     # -- attach / detach ------------------------------------------------------------------
     def install(self) -> None:
+        global _CHANGE_STATE
+        if _CHANGE_STATE is None:
+            with contextlib.suppress(Exception):  # the slower check by name still works
+                from transitions.core import Transition
+
+                _CHANGE_STATE = Transition._change_state.__code__
         machine = self.machine
         self.saved = {name: vars(machine)[name] for name in _WRAPPED if name in vars(machine)}
         self.wrappers = {
@@ -1048,6 +1071,11 @@ _OUR_CODE = {
     id(_Tracer.write_one.__code__),
     id(_Tracer.write_many.__code__),
 }
+
+
+# The code of transitions' ``Transition._change_state``, whose state writes are an event's
+# own (the usual caller of set_state); looked up by the first install().
+_CHANGE_STATE: Any = None
 
 
 # -- helpers -------------------------------------------------------------------------------
