@@ -463,7 +463,8 @@ class Dispatcher:
                 pass
             if items or drops or register or dispose:
                 try:
-                    self._ship(register, drops, items, dispose)
+                    for batch in _phases(register, drops, items, dispose):
+                        self._ship(*batch)
                 except Exception as exc:  # a bug here must not kill the thread
                     self.last_error = f"tracer sender: {type(exc).__name__}: {exc}"
             # Drop the batch now: it must not keep the app's objects alive while we wait.
@@ -830,6 +831,48 @@ def _record_fields(rec: TransitionRecord) -> tuple[int, Any, Any, int]:
 _dispatchers: weakref.WeakKeyDictionary[Any, Dispatcher] = weakref.WeakKeyDictionary()
 _dispatchers_by_id: dict[int, Dispatcher] = {}
 _dispatchers_lock = threading.Lock()
+
+
+_Batch = tuple[
+    list[Channel], dict[Channel, list[tuple[int, frozenset[int], int]]], list[_Item], list[Channel]
+]
+
+
+def _phases(
+    register: list[Channel],
+    drops: dict[Channel, list[tuple[int, frozenset[int], int]]],
+    items: list[_Item],
+    dispose: list[Channel],
+) -> list[_Batch]:
+    """Split a batch so that a machine detached in it is disposed before its id is
+    registered again.
+
+    Sinks know machines by id: a machine traced again under the id of one detached in the
+    same batch must reach the sink after that dispose, or the dispose would end the new
+    one (a WebSocket server then refuses its records as undeclared) and both would number
+    their records from the same seq. Each id's channels in the batch form generations
+    (one registered earlier and disposed now, then each registered now, in order); phase
+    k ships every id's k-th generation.
+    """
+    registered = set(register)
+    seen: dict[str, int] = {}
+    generation: dict[Channel, int] = {}
+    for ch in [c for c in dispose if c not in registered] + register:
+        generation[ch] = seen.get(ch.id, -1) + 1
+        seen[ch.id] = generation[ch]
+    phases = max(seen.values(), default=0) + 1
+    if phases == 1:
+        return [(register, drops, items, dispose)]
+
+    def of(k: int) -> _Batch:
+        return (
+            [ch for ch in register if generation[ch] == k],
+            {ch: d for ch, d in drops.items() if generation.get(ch, 0) == k},
+            [it for it in items if generation.get(it[0], 0) == k],
+            [ch for ch in dispose if generation[ch] == k],
+        )
+
+    return [of(k) for k in range(phases)]
 
 
 def dispatcher_for(sink: Sink, capacity: int = DEFAULT_BUFFER) -> Dispatcher:

@@ -455,8 +455,9 @@ class WebSocketSink:
 
     def _collect(self) -> list[bytes]:
         """Frames to send now: machine declarations, records, gaps, disposals."""
-        frames: list[bytes] = []
-        chunks: list[tuple[_Stream, list[_Row], int]] = []
+        # In the order they must reach the server: frames, or record chunks encoded after
+        # the lock is released. A machine's dispose must follow its last records.
+        ordered: list[bytes | tuple[_Stream, list[_Row], int]] = []
         budget = self._max_batch * 8  # records per round, so acks keep flowing
         gap_kind = _GAP_CODE
         with self._lock:
@@ -465,7 +466,7 @@ class WebSocketSink:
                 if s.failed:
                     continue
                 if not s.declared:
-                    frames.append(encode_machine(s.machine))
+                    ordered.append(encode_machine(s.machine))
                     s.declared = True
                     continue
                 if not s.ready or s.offset is None:
@@ -473,8 +474,7 @@ class WebSocketSink:
                 while budget > 0:
                     start = s.next_wire - s.offset - s.buf_base
                     if start < s.head:  # the server lacks records we no longer hold
-                        gap = self._gap_frame(s)
-                        frames.append(gap)
+                        ordered.append(self._gap_frame(s))
                         continue
                     if start >= len(s.buf):
                         break
@@ -484,16 +484,21 @@ class WebSocketSink:
                         if rec[4] == gap_kind:
                             chunk = [rec] if i == 0 else chunk[:i]
                             break
-                    chunks.append((s, chunk, s.offset))
+                    ordered.append((s, chunk, s.offset))
                     s.next_wire += len(chunk)
                     budget -= len(chunk)
                 if s.dispose and s.next_wire - s.offset >= s.next_local:
-                    frames.append(encode_dispose(mid))
+                    ordered.append(encode_dispose(mid))
                     s.dispose = False
                     if not s.unacked():
                         del self._streams[mid]
         # Encoding outside the lock: the tracer's sender thread keeps appending.
-        for s, chunk, offset in chunks:
+        frames: list[bytes] = []
+        for item in ordered:
+            if isinstance(item, bytes):
+                frames.append(item)
+                continue
+            s, chunk, offset = item
             first = chunk[0]
             if first[4] == _GAP_CODE:
                 args = first[6]
