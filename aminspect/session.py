@@ -47,6 +47,9 @@ __all__ = [
 JUMP = 50  # records moved by "jump back/forward"
 
 
+HSM_KIND = "hsm"  # MachineRecord.kind of an HSM tree's nodes (aminspect.machines.hsm_trace)
+
+
 class MachineStatus(StrEnum):
     """Where a machine's records come from right now."""
 
@@ -533,6 +536,9 @@ class MachineEntry:
     errors: int = 0  # records with an error among [first, scanned)
     scanned: int = 0  # errors are counted up to here (a background scan catches up)
     first: int = 0  # lowest stored seq: older records were deleted (max_records)
+    # A node of an HSM tree counts its own transitions; every record it sends carries the
+    # count (args["transition_count"]), so the latest record's is the node's.
+    transitions: int | None = None
 
     @property
     def id(self) -> str:
@@ -546,6 +552,7 @@ class MachinesUpdate:
     records: tuple[MachineRecord, ...]
     counts: dict[str, int]
     firsts: dict[str, int] = field(default_factory=dict)
+    transitions: dict[str, int] = field(default_factory=dict)  # HSM nodes' counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -560,6 +567,7 @@ class TreeRow:
     errors: int
     has_children: bool
     match: bool  # matches the search (False for ancestors kept for context)
+    transitions: int | None = None  # an HSM node's own transition count
 
 
 @dataclass(frozen=True, slots=True)
@@ -624,12 +632,19 @@ class Session:
         wanted = None if ids is None else set(ids)
         counts: dict[str, int] = {}
         firsts: dict[str, int] = {}
+        transitions: dict[str, int] = {}
         for rec in records:
             if wanted is not None and rec.id in self.machines and rec.id not in wanted:
                 continue
-            counts[rec.id] = self.backend.highest(rec.id) + 1
+            count = counts[rec.id] = self.backend.highest(rec.id) + 1
             firsts[rec.id] = self.backend.first(rec.id)
-        return MachinesUpdate(records, counts, firsts)
+            known = self.machines.get(rec.id)
+            if rec.kind == HSM_KIND and count and (known is None or known.count != count):
+                last = self.backend.read(rec.id, count - 1, count)
+                args = last[0].args if last else None
+                if isinstance(args, dict) and isinstance(args.get("transition_count"), int):
+                    transitions[rec.id] = args["transition_count"]
+        return MachinesUpdate(records, counts, firsts, transitions)
 
     def error_scan_plan(self) -> list[tuple[str, int, int]]:
         """Ranges ``(machine_id, start, end)`` whose errors are not counted yet (no I/O)."""
@@ -688,6 +703,9 @@ class Session:
                 entry.record = rec
             if rec.id in update.firsts and update.firsts[rec.id] != entry.first:
                 entry.first = update.firsts[rec.id]
+                changed = True
+            if rec.id in update.transitions and update.transitions[rec.id] != entry.transitions:
+                entry.transitions = update.transitions[rec.id]
                 changed = True
             if rec.id in update.counts:
                 count = update.counts[rec.id]
@@ -765,6 +783,7 @@ class Session:
                     status=entry.status,
                     count=entry.count,
                     errors=entry.errors,
+                    transitions=entry.transitions,
                     has_children=bool(children.get(mid)),
                     match=hit(mid),
                 )

@@ -150,7 +150,13 @@ class TreeTracer:
             if channel is None:
                 continue
             channel.emit(
-                Kind.EVENT, "deleted", sorted(channel.active), (), frozenset(), nested=False
+                Kind.EVENT,
+                "deleted",
+                sorted(channel.active),
+                (),
+                frozenset(),
+                args={"transition_count": n.transition_count},
+                nested=False,
             )
             self.dispatcher.remove(channel)
             channel.closed = True

@@ -141,6 +141,8 @@ class MachineTree(Tree[str]):
         name_style = Style(bold=selected, dim=not row.match)
         text.append(row.machine_id, style=name_style)
         text.append(f" {human_count(row.count)}", style=self._style("count"))
+        if row.transitions is not None:  # an HSM node: its own transition count
+            text.append(f" ↻{human_count(row.transitions)}", style=self._style("count"))
         if row.errors:
             text.append(f" !{row.errors}", style=self._style("error"))
         return text

@@ -171,3 +171,34 @@ def test_hsm_trace_loaded_tree_continues_with_restore_records():
     assert restore.args["transition_count"] == 1
     assert [r.kind for r in sink.history("wf/type1:new")] == [Kind.INIT]
     second.detach()
+
+
+def test_the_inspector_shows_each_node_with_its_transition_count():
+    """Issue 8: in the machine tree, each HSM node appears under its parent with its own
+    transition count (the latest record's), also after it was deleted."""
+    import backends
+    from aminspect.session import HSM_KIND, Session
+
+    assert HSM_KIND == KIND
+    history = backends.open("memory://")
+    tree = _tree()
+    tracer = trace_tree(tree, sink=history)
+    a = tree.node("type1:a")
+    a.transition(set_state(State.STATE2), Data)
+    a.transition(set_state(State.STATE3), Data)
+    c = tree.node("type1:c")
+    c.transition(set_state(State.STATE2), Data)
+    tree.root.delete_child(k1("c"))
+    assert tracer.flush(5)
+    session = Session(history)
+    session.apply_machines(session.fetch_machines())
+    rows = {r.machine_id: r for r in session.tree_rows()}
+    assert rows["wf/type1:a"].transitions == 2 and rows["wf/type1:a"].parent_id == "wf"
+    assert rows["wf/type1:a/type2:b"].transitions == 0
+    assert rows["wf/type1:a/type2:b"].depth == rows["wf/type1:a"].depth + 1
+    assert rows["wf/type1:c"].transitions == 1  # its last record is "deleted"
+    a.transition(set_state(State.STATE1), Data)
+    assert tracer.flush(5)
+    session.apply_machines(session.fetch_machines())
+    assert {r.machine_id: r for r in session.tree_rows()}["wf/type1:a"].transitions == 3
+    tracer.detach()
