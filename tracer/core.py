@@ -854,6 +854,8 @@ def _phases(
     (one registered earlier and disposed now, then each registered now, in order); phase
     k ships every id's k-th generation.
     """
+    if not (register and dispose):  # the usual batch: nothing to reorder
+        return [(register, drops, items, dispose)]
     registered = set(register)
     seen: dict[str, int] = {}
     generation: dict[Channel, int] = {}
