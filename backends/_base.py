@@ -637,34 +637,25 @@ class BaseBackend(ABC):
         rows: Sequence[Sequence[Any]],
         index: _query.MachineIndex,
     ) -> None:
-        schema = m.record.schema
-        index.extend_rows(machine_id, rows, schema)
-        strategy = self._strategy(m)
-        last_seq = first + len(rows) - 1
-        if type(strategy) is IntervalStrategy:
-            n = strategy.n
-            points: Sequence[int] = range(-(-first // n) * n, last_seq + 1, n) if n > 0 else ()
-        else:
-            points = [r[0] for r in rows if strategy.should_snapshot(r[0])]
-        snapshots: list[Snapshot] = []
-        for seq in points:
-            if seq > first:
-                prev = rows[seq - 1 - first]
-                last = (prev[2], prev[1])
-            else:
-                last = m.last if m.last is not None else self._last_of(machine_id, seq - 1, m)
-            snapshots.append(Snapshot(machine_id, seq, tuple(index.clocks_before(seq)), *last))
-        try:
-            self._append_rows_batch(machine_id, rows, snapshots)
-        except BaseException:
-            self._cache.pop(machine_id, None)
-            self._indexes.pop(machine_id, None)
-            raise
-        m.clocks = MachineTime(len(schema), index.clocks.clocks)
-        m.highest = last_seq
-        m.last = (rows[-1][2], rows[-1][1])
-        if index.end - max(index.saved_end, 0) >= _INDEX_SAVE_EVERY:
-            self._persist_index(machine_id, index)
+        index.extend_rows(machine_id, rows, m.record.schema)
+        snapshots = self._snapshots_due(
+            machine_id,
+            m,
+            index,
+            self._strategy(m),
+            first,
+            len(rows),
+            lambda i: (rows[i][2], rows[i][1]),
+        )
+        last = rows[-1]
+        self._commit_indexed(
+            machine_id,
+            m,
+            index,
+            lambda: self._append_rows_batch(machine_id, rows, snapshots),
+            first + len(rows) - 1,
+            (last[2], last[1]),
+        )
 
     def _append_indexed(
         self,
@@ -676,32 +667,73 @@ class BaseBackend(ABC):
     ) -> None:
         """Append when the query index is current: one pass over the records (the index
         advances the clocks), snapshot clocks by bisection in the index."""
-        schema = m.record.schema
         start = new[0].seq
-        index.extend(new, schema)
+        index.extend(new, m.record.schema)
+        snapshots = self._snapshots_due(
+            machine_id,
+            m,
+            index,
+            strategy,
+            start,
+            len(new),
+            lambda i: (new[i].time, new[i].mach_tick),
+        )
+        self._commit_indexed(
+            machine_id,
+            m,
+            index,
+            lambda: self._append_batch(machine_id, new, snapshots),
+            new[-1].seq,
+            (new[-1].time, new[-1].mach_tick),
+        )
+
+    def _snapshots_due(
+        self,
+        machine_id: str,
+        m: _Machine,
+        index: _query.MachineIndex,
+        strategy: SnapshotStrategy,
+        first: int,
+        count: int,
+        time_tick: Callable[[int], tuple[int, int]],
+    ) -> list[Snapshot]:
+        """The snapshots ``strategy`` asks for among ``count`` new records from ``first``
+        (clocks by bisection in the index; ``time_tick(i)``: the i-th new record's)."""
+        last_seq = first + count - 1
         if type(strategy) is IntervalStrategy:
             n = strategy.n
-            points: Sequence[int] = range(-(-start // n) * n, new[-1].seq + 1, n) if n > 0 else ()
+            points: Sequence[int] = range(-(-first // n) * n, last_seq + 1, n) if n > 0 else ()
         else:  # asked for every record in order, like the time strategy expects
-            points = [r.seq for r in new if strategy.should_snapshot(r.seq)]
+            points = [seq for seq in range(first, last_seq + 1) if strategy.should_snapshot(seq)]
         snapshots: list[Snapshot] = []
         for seq in points:
-            if seq > start:
-                prev = new[seq - 1 - start]
-                last = (prev.time, prev.mach_tick)
+            if seq > first:
+                last = time_tick(seq - 1 - first)
             else:
                 last = m.last if m.last is not None else self._last_of(machine_id, seq - 1, m)
             snapshots.append(Snapshot(machine_id, seq, tuple(index.clocks_before(seq)), *last))
+        return snapshots
+
+    def _commit_indexed(
+        self,
+        machine_id: str,
+        m: _Machine,
+        index: _query.MachineIndex,
+        write: Callable[[], None],
+        last_seq: int,
+        last: tuple[int, int],
+    ) -> None:
+        """Write a batch the index already covers, then advance the machine's state."""
         try:
-            self._append_batch(machine_id, new, snapshots)
+            write()
         except BaseException:
             # J-09 (Akka): forget what we believed; reload ``highest`` from storage.
             self._cache.pop(machine_id, None)
             self._indexes.pop(machine_id, None)
             raise
-        m.clocks = MachineTime(len(schema), index.clocks.clocks)
-        m.highest = new[-1].seq
-        m.last = (new[-1].time, new[-1].mach_tick)
+        m.clocks = MachineTime(len(m.record.schema), index.clocks.clocks)
+        m.highest = last_seq
+        m.last = last
         if index.end - max(index.saved_end, 0) >= _INDEX_SAVE_EVERY:
             self._persist_index(machine_id, index)
 
