@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import msgpack
+
 from backends import query as _query
 from backends.base import (
     BackendError,
     ConflictError,
+    CorruptError,
     GapError,
     Query,
     ReadOnlyError,
@@ -430,6 +433,20 @@ class BaseBackend(ABC):
             for rec in self._checked_read(machine_id, start, index):
                 mt.apply(rec, strict=False)
         return mt
+
+    def _decode(self, machine_id: str, seq: int, data: bytes) -> TransitionRecord:
+        """One stored record from its msgpack bytes (the SQL backends' ``data`` column).
+
+        Raises:
+            CorruptError: the bytes are not a record.
+        """
+        try:
+            fields = msgpack.unpackb(data, raw=False, strict_map_key=False)
+            return transition_from_list(machine_id, fields)
+        except (DecodeError, ValueError) as exc:
+            raise CorruptError(
+                f"{self.url}: record {machine_id}/{seq} cannot be decoded: {exc}"
+            ) from None
 
     def _last_of(self, machine_id: str, seq: int, m: _Machine) -> tuple[int, int]:
         """(time, mach_tick) of record ``seq`` for a snapshot's fields; zeros before 0."""

@@ -61,7 +61,6 @@ from tracer.codec import (
     DecodeError,
     decode_machine,
     encode_machine,
-    transition_from_list,
     transition_to_list,
 )
 from tracer.records import MachineRecord, TransitionRecord
@@ -586,15 +585,6 @@ class PostgresBackend(BaseBackend):
                     for s in snapshots
                 ],
             )
-
-    def _decode(self, machine_id: str, seq: int, data: bytes) -> TransitionRecord:
-        try:
-            fields = msgpack.unpackb(data, raw=False, strict_map_key=False)
-            return transition_from_list(machine_id, fields)
-        except (DecodeError, ValueError) as exc:
-            raise CorruptError(
-                f"{self.url}: record {machine_id}/{seq} cannot be decoded: {exc}"
-            ) from None
 
     def _read(self, machine_id: str, start: int, end: int) -> list[TransitionRecord]:
         mid = self._mid(machine_id)

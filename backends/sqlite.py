@@ -34,7 +34,6 @@ from tracer.codec import (
     DecodeError,
     decode_machine,
     encode_machine,
-    transition_from_list,
     transition_to_list,
 )
 from tracer.records import MachineRecord, TransitionRecord
@@ -281,15 +280,6 @@ class SQLiteBackend(BaseBackend):
             for snap in snapshots:
                 self._save_snapshot(snap)
             db.execute("UPDATE machines SET highest = ? WHERE mid = ?", (highest, mid))
-
-    def _decode(self, machine_id: str, seq: int, data: bytes) -> TransitionRecord:
-        try:
-            fields = msgpack.unpackb(data, raw=False, strict_map_key=False)
-            return transition_from_list(machine_id, fields)
-        except (DecodeError, ValueError) as exc:
-            raise CorruptError(
-                f"{self.path}: record {machine_id}/{seq} cannot be decoded: {exc}"
-            ) from None
 
     def _read(self, machine_id: str, start: int, end: int) -> list[TransitionRecord]:
         mid = self._mid(machine_id)
