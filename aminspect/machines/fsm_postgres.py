@@ -20,7 +20,12 @@ import psycopg
 from psycopg import sql
 
 from aminspect.machines.fsm_errors import FSMStoreError
-from aminspect.machines.fsm_store import InstanceID, StoredEvent, StoredInstance
+from aminspect.machines.fsm_store import (
+    InstanceID,
+    SQLInstanceReads,
+    StoredEvent,
+    StoredInstance,
+)
 from backends.postgres import split_url
 from backends.registry import mask_url
 
@@ -65,7 +70,7 @@ def _first_line(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-class PostgresFSMStore:
+class PostgresFSMStore(SQLInstanceReads):
     """FSM rows and events in a PostgreSQL schema (psycopg 3).
 
     One connection per store object, used under a lock (threads may share a store; use a
@@ -82,6 +87,9 @@ class PostgresFSMStore:
         FSMStoreError: the server cannot be reached, or the URL or an option is bad (the
             password is masked in every message).
     """
+
+    _P = "%s"
+    _EVENT_COLUMNS = "seq, type, foreign_id, metadata_text, metadata, time"
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -261,40 +269,12 @@ class PostgresFSMStore:
             except psycopg.Error as exc:
                 raise self._error(exc) from None
 
-    def get(self, machine: str, id: InstanceID) -> StoredInstance | None:
-        rows = self._read(
-            f"SELECT {_COLUMNS} FROM fsm_instances WHERE machine = %s AND id = %s",
-            (machine, str(id)),
-        )
-        return StoredInstance(*rows[0]) if rows else None
+    def _key(self, id: InstanceID) -> Any:
+        return str(id)  # ids are TEXT here; the FSM turns them back into its id type
 
-    def instances(
-        self, machine: str, state: str | None = None, limit: int = 1000
-    ) -> list[StoredInstance]:
-        if state is None:
-            rows = self._read(
-                f"SELECT {_COLUMNS} FROM fsm_instances WHERE machine = %s "
-                "ORDER BY created_at, id LIMIT %s",
-                (machine, limit),
-            )
-        else:
-            rows = self._read(
-                f"SELECT {_COLUMNS} FROM fsm_instances WHERE machine = %s AND state = %s "
-                "ORDER BY created_at, id LIMIT %s",
-                (machine, state, limit),
-            )
-        return [StoredInstance(*r) for r in rows]
-
-    def events(self, machine: str, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
-        rows = self._read(
-            "SELECT seq, type, foreign_id, metadata_text, metadata, time "
-            "FROM fsm_events WHERE machine = %s AND seq > %s ORDER BY seq LIMIT %s",
-            (machine, after, limit),
-        )
-        return [
-            StoredEvent(seq, typ, fid, text if text is not None else blob, time)
-            for seq, typ, fid, text, blob, time in rows
-        ]
+    def _event(self, row: Sequence[Any]) -> StoredEvent:
+        seq, typ, fid, text, blob, time = row
+        return StoredEvent(seq, typ, fid, text if text is not None else blob, time)
 
     def close(self) -> None:
         with self._lock:

@@ -166,7 +166,58 @@ CREATE TABLE IF NOT EXISTS fsm_events (
 _INSTANCE_COLUMNS = "id, state, data, created_at, updated_at"
 
 
-class SQLiteFSMStore:
+class SQLInstanceReads:
+    """The reads the SQL stores share: a subclass names its parameter marker, the stored
+    form of an instance id, its event columns, and how it runs a read (``_read``)."""
+
+    _P = "?"  # the driver's parameter marker
+    _EVENT_COLUMNS = "seq, type, foreign_id, metadata, time"
+
+    def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def _key(self, id: InstanceID) -> Any:
+        """An instance id as the ``id`` column holds it."""
+        return id
+
+    def _event(self, row: Sequence[Any]) -> StoredEvent:
+        return StoredEvent(*row)
+
+    def get(self, machine: str, id: InstanceID) -> StoredInstance | None:
+        p = self._P
+        rows = self._read(
+            f"SELECT {_INSTANCE_COLUMNS} FROM fsm_instances WHERE machine = {p} AND id = {p}",
+            (machine, self._key(id)),
+        )
+        return StoredInstance(*rows[0]) if rows else None
+
+    def instances(
+        self, machine: str, state: str | None = None, limit: int = 1000
+    ) -> list[StoredInstance]:
+        p = self._P
+        where, params = (
+            (f"machine = {p}", (machine, limit))
+            if state is None
+            else (f"machine = {p} AND state = {p}", (machine, state, limit))
+        )
+        rows = self._read(
+            f"SELECT {_INSTANCE_COLUMNS} FROM fsm_instances WHERE {where} "
+            f"ORDER BY created_at, id LIMIT {p}",
+            params,
+        )
+        return [StoredInstance(*r) for r in rows]
+
+    def events(self, machine: str, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
+        p = self._P
+        rows = self._read(
+            f"SELECT {self._EVENT_COLUMNS} FROM fsm_events "
+            f"WHERE machine = {p} AND seq > {p} ORDER BY seq LIMIT {p}",
+            (machine, after, limit),
+        )
+        return [self._event(r) for r in rows]
+
+
+class SQLiteFSMStore(SQLInstanceReads):
     """FSM rows and events in an SQLite file (WAL), standard-library ``sqlite3``.
 
     One connection per store object, used under a lock, so threads may share a store.
@@ -363,38 +414,6 @@ class SQLiteFSMStore:
                 return self._db.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise self._error(exc) from None
-
-    def get(self, machine: str, id: InstanceID) -> StoredInstance | None:
-        rows = self._read(
-            f"SELECT {_INSTANCE_COLUMNS} FROM fsm_instances WHERE machine = ? AND id = ?",
-            (machine, id),
-        )
-        return StoredInstance(*rows[0]) if rows else None
-
-    def instances(
-        self, machine: str, state: str | None = None, limit: int = 1000
-    ) -> list[StoredInstance]:
-        if state is None:
-            rows = self._read(
-                f"SELECT {_INSTANCE_COLUMNS} FROM fsm_instances WHERE machine = ? "
-                "ORDER BY created_at, id LIMIT ?",
-                (machine, limit),
-            )
-        else:
-            rows = self._read(
-                f"SELECT {_INSTANCE_COLUMNS} FROM fsm_instances WHERE machine = ? AND state = ? "
-                "ORDER BY created_at, id LIMIT ?",
-                (machine, state, limit),
-            )
-        return [StoredInstance(*r) for r in rows]
-
-    def events(self, machine: str, after: int = 0, limit: int = 1000) -> list[StoredEvent]:
-        rows = self._read(
-            "SELECT seq, type, foreign_id, metadata, time FROM fsm_events "
-            "WHERE machine = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (machine, after, limit),
-        )
-        return [StoredEvent(*r) for r in rows]
 
     def close(self) -> None:
         with self._lock:
