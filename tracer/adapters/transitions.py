@@ -83,6 +83,7 @@ _EVENT = Kind.EVENT  # module constants: enum member lookups cost on the hot pat
 _FORCED = Kind.FORCED
 _MAX_QUEUED = 10_000  # queued-parent entries kept before they are considered stale
 _PENDING = -1
+_REFERENCED = -2  # seq of an open _Event a nested record named (still "not numbered")
 _getframe = sys._getframe
 _KEEP: list[Any] = []
 
@@ -253,14 +254,13 @@ class _Process(_Wrapper):
             mt = t.models[id(ed.model)]
         except Exception:  # not a trigger we know: run it; its writes record as forced
             return self.original(trigger)
-        # Every slot is set here (an unset slot raises on reading); ``before`` and
-        # ``after`` are set by the event's state write, read only once ``wrote``.
+        # Every slot read before the event's state write is set here (an unset slot
+        # raises on reading); ``before``, ``after`` and ``reenter`` are set by that write.
         ev = _Event()
         ch = ev.channel = mt.channel
+        ev.mt = mt
         ev.parent = ev.source = None
         ev.position = ev.seq = _PENDING
-        ev.wrote = ev.referenced = False
-        ev.reenter = _EMPTY
         stack = _local.stack
         parent: OpenEvent | None
         if stack:
@@ -295,7 +295,8 @@ class _Process(_Wrapper):
             error = ed.error
             if error is not None:
                 error = error_of(error)
-            if ev.wrote:
+            position = ev.position
+            if position != _PENDING:  # the event wrote its state (a position says so)
                 after = ev.after
                 found = t.change_cache.get((ev.before, after, ev.reenter))
                 if found is None:
@@ -304,16 +305,14 @@ class _Process(_Wrapper):
             else:
                 after = mt.current
                 exited = entered = ()
-            position = ev.position
-            if position == _PENDING:
                 position = ev.position = ch.next_position()
             ch.captured += 1
             # Only an event something nested names needs its seq back from the sender;
             # any other is freed right here (fewer live objects for the GC to scan).
             item = (
-                ch, position, ev if ev.referenced else None, ev.parent, ev.source, after,
+                ch, position, ev if ev.seq != _PENDING else None, ev.parent, ev.source, after,
                 _EVENT, ed.event.name, ev.started_ns, perf_counter_ns() - ev.started_ns, args,
-                bool(ed.result), error, exited, entered, ch.machine.mach_tick,
+                bool(ed.result), error, exited, entered, mt.tick,
             )  # fmt: skip
         except Exception as exc:
             t.fail(exc)
@@ -335,26 +334,18 @@ class _Event(OpenEvent):
     """One trigger of a flat synchronous machine: the open event, and later the record's
     holder (its ``position`` orders it, the sender sets its ``seq``).
 
-    Slots only, set by ``_Process.call`` (half the cost of an instance dict).
+    Slots only, set by ``_Process.call`` and the event's state write (half the cost of an
+    instance dict). ``position`` is assigned by the event's first state write, or when it
+    ends without one, so before the end it also says whether the event wrote. ``seq`` is
+    ``_REFERENCED`` once a nested record named this event (it then needs its seq back).
     """
 
-    __slots__ = (
-        "after",
-        "before",
-        "parent",
-        "position",
-        "reenter",
-        "referenced",  # a nested record names this event as its parent or source
-        "seq",
-        "source",
-        "wrote",
-    )
+    __slots__ = ("after", "before", "mt", "parent", "position", "reenter", "seq", "source")
+    mt: _ModelTrace
     parent: Any
     source: tuple[Channel, Any] | None
     position: int
     seq: int
-    wrote: bool
-    referenced: bool
     before: frozenset[int]
     after: frozenset[int]
     reenter: frozenset[int]
@@ -364,8 +355,16 @@ class _Event(OpenEvent):
 
     @property
     def capture(self) -> Any:  # what nested records name as parent or source
-        self.referenced = True
+        self.seq = _REFERENCED  # still negative: "not numbered yet" to the sender
         return self
+
+    def first_write(self, mt: _ModelTrace) -> None:
+        """The event's first state write is about to happen: it takes its place in the
+        order now, and the configuration before it is the one it leaves (``_FastSetState``
+        inlines this)."""
+        self.position = mt.channel.next_position()
+        self.before = self.after = mt.current  # a write that fails changes nothing
+        self.reenter = _EMPTY
 
 
 class _FastSetState(_Wrapper):
@@ -377,6 +376,38 @@ class _FastSetState(_Wrapper):
         return (_Original, (self.original,))
 
     def call(self, state: Any, model: Any = None) -> Any:
+        # The usual write: the transition's own (from _change_state) for the event on top
+        # of this thread's stack, of the same model, to a state seen before.
+        stack = _local.stack
+        if stack:
+            ev: _Event = stack[-1]  # type: ignore[assignment]  # checked right below
+            if (
+                ev.__class__ is _Event
+                and ev.mt.model is model
+                and _getframe(1).f_code is _CHANGE_STATE
+            ):
+                mt = ev.mt
+                previous = mt.current
+                if ev.position == _PENDING:  # ev.first_write(mt), inlined
+                    ev.position = mt.channel.next_position()
+                    ev.before = ev.after = previous
+                    ev.reenter = _EMPTY
+                result = self.original(state, model)  # a failed write: the event records it
+                try:
+                    after = self.tracer.cache[state]  # the dest: a name (or a State)
+                except (KeyError, TypeError):
+                    self.tracer.written(ev, mt, state, model, previous)
+                    return result
+                mt.current = after
+                if after == previous:  # an external self-transition exits and re-enters
+                    ev.reenter = ev.reenter | self.tracer.leaves(after)
+                ev.after = after
+                return result
+        return self.general(state, model)
+
+    def general(self, state: Any, model: Any) -> Any:
+        """Every other write: forced (a callback's or the app's ``set_state``), to several
+        models, through another tracer's or a lock's wrapper, or of a state not cached."""
         t = self.tracer
         mt = t.models.get(id(model))
         if mt is None:
@@ -396,34 +427,18 @@ class _FastSetState(_Wrapper):
             if found is None:
                 return t.write_one(self.original, state, model, mt)
             ev = found
-        f = _getframe(1)
+        f = _getframe(2)
         if f.f_code is not _CHANGE_STATE:  # not called by transitions' own Transition
             while id(f.f_code) in _OUR_CODE:  # another tracer's wrapper, or a lock wrapper
                 f = f.f_back  # type: ignore[assignment]
             if f.f_code.co_name != "_change_state":
                 return t.write_one(self.original, state, model, mt)
-        # The event's own write (write_fast, inlined).
+        # The event's own write.
         previous = mt.current
-        if not ev.wrote:
-            ev.wrote = True
-            ev.before = ev.after = previous  # a write that fails changes nothing
-            if ev.position == _PENDING:
-                ev.position = mt.channel.next_position()
+        if ev.position == _PENDING:
+            ev.first_write(mt)
         result = self.original(state, model)  # a failed write: the event records its error
-        try:
-            try:  # the state written is the transition's dest: a name or a State
-                after = t.cache[state]
-            except (KeyError, TypeError):
-                after = t._config_slow(getattr(model, t.attr))
-                if after and len(t.cache) < 4096:
-                    with contextlib.suppress(TypeError):  # an unhashable state
-                        t.cache[state] = after
-            mt.current = after
-            if after == previous:  # an external self-transition exits and re-enters
-                ev.reenter = ev.reenter | t.leaves(after)
-            ev.after = after
-        except Exception as exc:
-            t.fail(exc)
+        t.written(ev, mt, state, model, previous)
         return result
 
 
@@ -447,11 +462,12 @@ class _Open(OpenEvent):
 class _ModelTrace:
     """One traced (machine, model) pair: its channel and its live configuration."""
 
-    __slots__ = ("channel", "current", "model", "open", "pending_to")
+    __slots__ = ("channel", "current", "model", "open", "pending_to", "tick")
 
     def __init__(self, model: Any, channel: Channel, current: frozenset[int]) -> None:
         self.model = model
         self.channel = channel
+        self.tick = channel.machine.mach_tick  # fixed once the channel is open
         self.current = current
         self.open: list[_Open] = []
         self.pending_to: Any = None  # (EventData, open depth) of a to_state() in progress
@@ -820,6 +836,26 @@ class _Tracer:
             self.fail(exc)
         return result
 
+    def written(
+        self, ev: _Event, mt: _ModelTrace, state: Any, model: Any, previous: frozenset[int]
+    ) -> None:
+        """After the state write of a flat machine's event (``_FastSetState`` inlines the
+        usual case): the configuration it left the model in."""
+        try:
+            try:  # the state written is the transition's dest: a name or a State
+                after = self.cache[state]
+            except (KeyError, TypeError):
+                after = self._config_slow(getattr(model, self.attr))
+                if after and len(self.cache) < 4096:
+                    with contextlib.suppress(TypeError):  # an unhashable state
+                        self.cache[state] = after
+            mt.current = after
+            if after == previous:  # an external self-transition exits and re-enters
+                ev.reenter = ev.reenter | self.leaves(after)
+            ev.after = after
+        except Exception as exc:
+            self.fail(exc)
+
     def close_fast(self, mt: _ModelTrace, ev: _Event, ed: Any) -> None:
         """The event of a flat machine is over (it raised): hand its record on.
 
@@ -837,19 +873,18 @@ class _Tracer:
             error = ed.error
             if error is not None:
                 error = error_of(error)
-            if ev.wrote:
+            position = ev.position
+            if position != _PENDING:  # the event wrote its state
                 after = ev.after
                 exited, entered = self.changes(ev.before, after, ev.reenter)
             else:
                 after = mt.current
                 exited = entered = ()
-            position = ev.position
-            if position == _PENDING:
                 position = ev.position = ch.next_position()
             item = (
                 ch, position, ev, ev.parent, ev.source, after, _EVENT, ed.event.name, ev.started_ns,
                 perf_counter_ns() - ev.started_ns, args, bool(ed.result), error, exited, entered,
-                ch.machine.mach_tick,
+                mt.tick,
             )  # fmt: skip
         except Exception as exc:
             self.fail(exc)
