@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import contextvars
 import itertools
-import operator
 import threading
 import time
 import weakref
@@ -582,30 +581,24 @@ class Dispatcher:
             return items
         first = smap.next_pos
         n = len(items)
-        # Columns, and every check and every row built by C-level loops (the sender's
-        # time is the app's too: it holds the GIL).
-        (chans, positions, holders, parents, sources, _, kinds, names, times, durations,
-         args, accepted, errors, exited, entered, ticks) = zip(*items, strict=True)  # fmt: skip
-        if (
-            positions != tuple(range(first, first + n))
-            or chans.count(ch) != n
-            or parents.count(None) != n
-            or sources.count(None) != n
+        # One pass of C-level loops: same channel, positions first..first+n-1 in order,
+        # no parent, no source.
+        if [it[1] for it in items] != list(range(first, first + n)) or any(
+            [it[0] is not ch or it[3] is not None or it[4] is not None for it in items]
         ):
             return items
         seq = smap.next_seq
-        seqs = range(seq, seq + n)
-        rows = list(
-            zip(
-                seqs, ticks, map(operator.add, times, itertools.repeat(offset, n)), durations,
-                map(KIND_CODES.__getitem__, kinds), names, args, accepted, errors, exited,
-                entered, itertools.repeat(None, n), itertools.repeat(None, n), strict=True,
+        codes = KIND_CODES
+        rows = [
+            (
+                s, it[15], it[8] + offset, it[9], codes[it[6]], it[7], it[10], it[11], it[12],
+                it[13], it[14], None, None,
             )
-        )  # fmt: skip
-        if holders.count(None) != n:  # events a nested record named: they need their seq
-            for s, holder in zip(seqs, holders, strict=True):
-                if holder is not None:
-                    holder.seq = s
+            for s, it in zip(range(seq, seq + n), items, strict=True)
+        ]  # fmt: skip
+        for s, it in zip(range(seq, seq + n), items, strict=True):
+            if it[2] is not None:  # an event a nested record named: it needs its seq
+                it[2].seq = s
         smap.next_seq = seq + n
         smap.next_pos = first + n
         smap.last_after = items[-1][5]
