@@ -19,6 +19,8 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -55,6 +57,7 @@ DEFAULT_DELAY = 0.002  # seconds to wait for more records before sending a small
 _Row = tuple[Any, ...]
 _GAP_CODE = KIND_CODES[Kind.GAP]
 _RESET_CODES = frozenset(KIND_CODES[k] for k in RESET_KINDS)
+_KIND_OF, _EXITED_OF, _ENTERED_OF = itemgetter(4), itemgetter(9), itemgetter(10)
 
 
 def _to_row(rec: TransitionRecord) -> _Row:
@@ -82,6 +85,46 @@ def _encode_txs(
         rows = out
     data: bytes = msgpack.packb(["txs", machine_id, rows[0][0], rows], use_bin_type=True)
     return data
+
+
+def advance_config(config: set[int], rows: Sequence[_Row]) -> None:
+    """Apply rows to ``config`` in place: the configuration after the last of them.
+
+    The same as replaying every row in order (a reset kind replaces the configuration,
+    any other row exits then enters), but the per-row work is C-level: a state's last
+    touch decides it, and a backward scan stops once every touched state is decided
+    (after a row or two for most machines). This runs on every acknowledgement.
+
+    Args:
+        config: the configuration before the rows (state indexes); updated.
+        rows: rows in seq order (``tracer.sinks.RowSink`` layout).
+    """
+    if not rows:
+        return
+    last_reset = -1
+    if not _RESET_CODES.isdisjoint(map(_KIND_OF, rows)):
+        last_reset = max(i for i, r in enumerate(rows) if r[4] in _RESET_CODES)
+    tail = rows[last_reset + 1 :]
+    undecided = set(chain.from_iterable(map(_EXITED_OF, tail)))
+    undecided.update(chain.from_iterable(map(_ENTERED_OF, tail)))
+    entered: set[int] = set()
+    exited: set[int] = set()
+    for r in reversed(tail):
+        if not undecided:
+            break
+        for i in r[10]:  # an entry wins over an exit in the same row (a re-entry)
+            if i in undecided:
+                undecided.discard(i)
+                entered.add(i)
+        for i in r[9]:
+            if i in undecided:
+                undecided.discard(i)
+                exited.add(i)
+    if last_reset >= 0:
+        config.clear()
+        config.update(rows[last_reset][10])
+    config.difference_update(exited)
+    config.update(entered)
 
 
 class BufferFull(RuntimeError):
@@ -558,16 +601,7 @@ class WebSocketSink:
                     upto = min(upto, len(s.buf))
                     # Track the configuration after the acknowledged records: a gap for
                     # records a restarted server lost must carry it (see _gap_frame).
-                    config = s.config
-                    reset = _RESET_CODES
-                    discard, add = config.difference_update, config.update
-                    for r in s.buf[s.head : upto]:
-                        if r[4] in reset:
-                            config.clear()
-                            add(r[10])
-                        else:
-                            discard(r[9])
-                            add(r[10])
+                    advance_config(s.config, s.buf[s.head : upto])
                     self._unacked -= upto - s.head
                     s.head = upto
                     if s.head > 4096 and s.head * 2 > len(s.buf):
