@@ -68,7 +68,10 @@ def query(
     ] = None,
     accepted: bool | None = typer.Option(None, "--accepted/--rejected", help="Accepted or not."),
     has_error: bool | None = typer.Option(
-        None, "--errors/--no-errors", help="With or without an error."
+        None,
+        "--errors/--no-errors",
+        help="With or without an error field (a library's refusal, such as transitions' "
+        "MachineError, has one too; stats and the TUI count those as rejected only).",
     ),
     newest_first: bool = typer.Option(False, "--newest-first", help="Newest records first."),
     limit: int | None = typer.Option(None, "--limit", min=0, help="At most this many records."),
@@ -364,6 +367,7 @@ def stats(
 
 def _machine_stats(backend: Backend, mid: str, top: int, advance: Any) -> dict[str, Any]:
     from aminspect.export import iter_history
+    from aminspect.session import Outcome, outcome_of
 
     machine = backend.get_machine(mid)
     names = machine.schema.names
@@ -380,7 +384,7 @@ def _machine_stats(backend: Backend, mid: str, top: int, advance: Any) -> dict[s
         if rec.kind == "event":
             events[rec.name] += 1
             durations.append(rec.duration)
-        if rec.error is not None:
+        if outcome_of(rec) is Outcome.ERROR:  # a library's refusal counts as rejected only
             errors_n += 1
         if not rec.accepted:
             rejected += 1

@@ -8,6 +8,7 @@ import json
 import pytest
 
 import backends
+import tracer
 from tests.cli.conftest import digest
 
 pytestmark = pytest.mark.timeout(120)
@@ -185,7 +186,8 @@ def test_export_formats(run, journal, tmp_path):
 def test_stats(run, journal):
     before = digest(journal)
     out = run("stats", journal).output
-    assert "machines  4   records 26   errors 1   rejected 1" in out
+    # the refused start is rejected, not an error (as in the TUI)
+    assert "machines  4   records 26   errors 0   rejected 1" in out
     assert "ring (transitions, mach_tick 0): 12 records, seqs 0..11" in out
     data = json.loads(run("stats", journal, "--json", "-m", "ring").output)
     ring = data["machines"][0]
@@ -244,3 +246,17 @@ def test_sqlite_and_lmdb_sources_are_left_unchanged(run, journal, tmp_path, sche
     run("resurrect", url, "-m", "order")
     run("check", url, "-m", "ring", "-d", "tests.e2e.machines:make_ring")
     assert digest(data) == before
+
+
+def test_stats_counts_errors_apart_from_refusals(run, tmp_path):
+    path = tmp_path / "errors.amj"
+    machine = tracer.ManualMachine(["idle", "busy"], initial=["idle"])
+    with backends.open(str(path)) as backend:
+        handle = tracer.attach(machine, sink=backend, name="m")
+        machine.event("start", ["idle"], ["busy"], error=("ValueError", "boom"))
+        machine.event("start", accepted=False, error=("MachineError", "can't trigger"))
+        machine.event("stop", accepted=False)
+        handle.flush(5)
+        handle.detach()
+    data = json.loads(run("stats", path, "--json").output)["machines"][0]
+    assert (data["records"], data["errors"], data["rejected"]) == (4, 1, 2)
