@@ -34,6 +34,7 @@ from backends.snapshots import AnyStrategy, IntervalStrategy, SnapshotStrategy, 
 from tracer.codec import DecodeError, transition_from_list
 from tracer.machine_time import MachineTime, TimeRecord
 from tracer.records import Kind, MachineRecord, TransitionRecord
+from tracer.sinks import row_to_record
 
 __all__ = [
     "DEFAULT_SNAPSHOT_EVERY",
@@ -1216,6 +1217,48 @@ class BaseBackend(ABC):
     def write(self, machine_id: str, records: Sequence[TransitionRecord]) -> None:
         """Sink: ``append``."""
         self.append(machine_id, records)
+
+    def write_rows(self, machine_id: str, first_seq: int, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Sink (``tracer.sinks.RowSink``): records the tracer built as rows, so it builds
+        no TransitionRecord for a backend.
+
+        A tracer row is a wire row (``append_rows``) as a tuple, so it goes the same way:
+        stored as it is by a backend with a rows path, else appended as records.
+
+        Args:
+            machine_id: the machine the rows belong to.
+            first_seq: the seq of ``rows[0]``; row ``i`` has seq ``first_seq + i``.
+            rows: tuples of ``tracer.codec.transition_to_list``'s 13 fields.
+
+        Raises:
+            As ``append_rows``.
+        """
+        if not self._stores_rows:
+            self.append(machine_id, [row_to_record(machine_id, r) for r in rows])
+            return
+        if rows:
+            with self._lock:
+                m = self._cache.get(machine_id)
+                index = self._indexes.get(machine_id)
+                if (
+                    m is not None
+                    and index is not None
+                    and not self._closed
+                    and not self.read_only
+                    and self._auto_snapshots
+                    and first_seq == m.highest + 1 == index.end
+                    and first_seq + len(rows) - 1 <= _MAX_SEQ
+                    and machine_id not in self._recovering
+                ):
+                    # The usual batch: it continues an indexed history. The tracer numbered
+                    # the rows itself (contiguous from first_seq) with state indexes of the
+                    # schema it registered, so append_rows' per-row checks are skipped.
+                    self._append_rows_indexed(machine_id, m, first_seq, rows, index)
+                    if self.max_records is not None:
+                        self._trim(machine_id, m)
+                    return
+        # append_rows takes wire rows, which msgpack decodes as lists.
+        self.append_rows(machine_id, first_seq, list(map(list, rows)))
 
     def dispose(self, machine_id: str) -> None:
         """Sink: the machine is no longer traced; its cached clocks are released."""

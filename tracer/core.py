@@ -310,6 +310,37 @@ class Channel:
             )
         )
 
+    def emit_change(
+        self,
+        kind: str,
+        name: str,
+        exited: tuple[int, ...],
+        entered: tuple[int, ...],
+        after: frozenset[int],
+        args: Any,
+    ) -> None:
+        """``emit`` for an accepted, instant add/remove/set (any kind but ``init``) whose
+        exited and entered are already sorted tuples: the adapters' hot path, with no
+        keyword arguments to parse. Parent or source: the event open here, as ``emit``."""
+        if self.closed:
+            return
+        parent = source = None
+        stack = _local.stack or _event_stack.get()  # current_event(), inlined
+        ev = stack[-1] if stack else None
+        if ev is not None:
+            if ev.channel is self:
+                parent = ev.capture
+            else:
+                source = (ev.channel, ev.capture)
+        self.active = after
+        self.captured += 1
+        self.dispatcher.enqueue(
+            (
+                self, self.next_position(), None, parent, source, after, kind, name, _clock(),
+                0, args, True, None, exited, entered, self.machine.mach_tick,
+            )
+        )  # fmt: skip
+
 
 class Stats:
     """Counters of a trace handle (read-only snapshot)."""

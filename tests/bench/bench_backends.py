@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python tests/bench/bench_backends.py [--records N] [--toggles N]
 [--backends memory,sqlite,lmdb,journal,postgresql] [--queries Q] [--no-memory-pass]
-[--pg-url URL] [--writers K] [--ingest N]``
+[--pg-url URL] [--writers K] [--ingest N] [--rounds R]``; ``--records 0`` skips (b).
 
 ``postgresql`` runs against ``--pg-url`` (or ``$AMINSPECT_PG_URL``), else against a
 throwaway local cluster started through ``tests/pg_server.py`` (``fsync=off``: the numbers
@@ -12,7 +12,9 @@ are the client's and the server's CPU, not a disk's; each store is a fresh schem
     machine, one tracked state, 50,000 toggles of one state recorded through the tracer
     into the backend, then ``activated_between`` on the tracked and an untracked state and
     ``find`` newest 25. Prints cumulative ms after the mutations, after the flush and after
-    the queries, next to asyncmachine-go's published numbers (Go, same shape of work).
+    the queries, next to asyncmachine-go's published numbers (Go, same shape of work);
+    with ``--rounds R`` each backend runs R times (alternating) and each column is the
+    median, so one run disturbed by the load of a shared machine does not decide.
 (b) 1,000,000 records of one 7-state machine appended in batches of 1000: append rate,
     reopen time, latency of each predicate (first call, which builds the query index,
     separately), ``state_at`` at random seqs, ``find`` newest 25, ``count`` of one event
@@ -195,6 +197,15 @@ def track_many(name: str, folder: Path, toggles: int) -> list[str]:
         ref[0] if ref else "-",
         "/".join(str(x) for x in ref[1:]) if ref else "-",
     ]
+
+
+def median_row(runs: list[list[str]]) -> list[str]:
+    """One table row of several track_many runs: each ms column's median; "ok" only
+    when every run checked out."""
+    first = runs[0]
+    ms = [str(round(statistics.median(int(run[i]) for run in runs))) for i in (1, 2, 3)]
+    ok = "ok" if all(run[4] == "ok" for run in runs) else "WRONG"
+    return [first[0], *ms, ok, *first[5:]]
 
 
 # --------------------------------------------------------------------------- (b)
@@ -409,6 +420,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--toggles", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=1, help="(a): median of R runs")
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--backends", default=",".join(ALL))
@@ -429,19 +441,21 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="aminspect-bench-"))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, files in {root}")
     try:
-        rows = []
-        for name in names:
-            folder = root / f"a-{name}"
-            folder.mkdir()
-            rows.append(track_many(name, folder, args.toggles))
-            clean(name, folder)
+        runs: dict[str, list[list[str]]] = {name: [] for name in names}
+        for r in range(max(1, args.rounds)):
+            for name in names:
+                folder = root / f"a-{name}-{r}"
+                folder.mkdir()
+                runs[name].append(track_many(name, folder, args.toggles))
+                clean(name, folder)
+        rows = [median_row(runs[name]) for name in names]
         table(
             f"(a) TrackMany: {args.toggles:,} toggles, cumulative ms",
             ["backend", "mutations", "flush", "queries", "check", "asyncmachine-go", "ref ms"],
             rows,
         )
         results = []
-        for name in names:
+        for name in names if args.records > 0 else ():
             folder = root / f"b-{name}"
             folder.mkdir()
             results.append(million(name, folder, args.records, args.batch, args.queries))
@@ -450,13 +464,14 @@ def main() -> None:
                 folder.mkdir()
                 results[-1]["memory B/rec"] = memory_pass(name, folder, args.records, args.batch)
                 clean(name, folder)
-        header = list(results[0])
-        table(
-            f"(b) {args.records:,} records, batches of {args.batch}; latencies median/p95 "
-            f"over {args.queries} random queries",
-            header,
-            [[r.get(h, "-") for h in header] for r in results],
-        )
+        if results:
+            header = list(results[0])
+            table(
+                f"(b) {args.records:,} records, batches of {args.batch}; latencies "
+                f"median/p95 over {args.queries} random queries",
+                header,
+                [[r.get(h, "-") for h in header] for r in results],
+            )
         multi = [n for n in names if n in ("sqlite", "postgresql")]
         if args.writers > 0 and multi:
             rows = []
