@@ -633,14 +633,17 @@ class BaseBackend(ABC):
 
     def _rows_ok(self, m: _Machine, first: int, rows: Sequence[Sequence[Any]]) -> bool:
         """The checks ``append`` adds to the wire checks: seqs continue ``highest`` without
-        gaps, state indexes within this backend's schema (in bulk, C loops)."""
-        if {type(r) for r in rows} != {list} or {len(r) for r in rows} != {13}:
-            return False
-        if [r[0] for r in rows] != list(range(first, first + len(rows))):
-            return False
+        gaps, state indexes within this backend's schema."""
         if first + len(rows) - 1 > _MAX_SEQ:
             return False
-        states: set[Any] = set().union(*[r[9] for r in rows], *[r[10] for r in rows])
+        # One loop for the per-row checks is cheaper here than three set/list passes.
+        seq = first
+        for r in rows:
+            if type(r) is not list or len(r) != 13 or r[0] != seq:
+                return False
+            seq += 1
+        states: set[Any] = {i for r in rows for i in r[9]}
+        states.update([i for r in rows for i in r[10]])
         return not states or (
             {type(i) for i in states} == {int}
             and min(states) >= 0

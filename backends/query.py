@@ -27,6 +27,7 @@ a linear scan, so out-of-order clocks never give a wrong answer.
 
 from __future__ import annotations
 
+import struct
 import sys
 from array import array
 from bisect import bisect_left, bisect_right
@@ -272,7 +273,16 @@ class MachineIndex:
     def extend_rows(self, machine_id: str, rows: Sequence[Sequence[Any]], schema: Schema) -> None:
         """``extend`` for records in their positional wire form (``codec``'s 13 fields:
         seq, mach_tick, time, duration, kind code, name, args, accepted, error, exited,
-        entered, parent_seq, source), as ``BaseBackend.append_rows`` receives them."""
+        entered, parent_seq, source), as ``BaseBackend.append_rows`` receives them.
+
+        Like ``extend``, the rows must continue the indexed history with contiguous seqs.
+        A batch without reset kinds (the ingest server's usual batch) is indexed column by
+        column, mostly in C loops (~0.8 us a record instead of ~1.4 us); one holding an
+        init, restore or gap record goes row by row, since those depend on the clocks
+        before them.
+        """
+        if not rows:
+            return
         clocks = self.clocks
         if len(clocks.clocks) < len(schema):
             grow = len(schema) - len(clocks.clocks)
@@ -280,6 +290,86 @@ class MachineIndex:
             self.base = self.base + (0,) * grow
             self.enters.extend(array("q") for _ in range(grow))
             self.exits.extend(array("q") for _ in range(grow))
+        kinds = [r[4] for r in rows]
+        kind_set = set(kinds)
+        if not kind_set.isdisjoint(_RESET_CODES):
+            self._extend_rows_each(machine_id, rows)
+            return
+        n = len(rows)
+        times = [r[2] for r in rows]
+        # Packed first (struct is the fastest int64 conversion): a time out of range raises
+        # here, before anything of the index changed.
+        try:
+            packed_times = struct.pack(f"={n}q", *times)
+        except struct.error as exc:  # what array("q") raises for the same values
+            raise OverflowError(f"record time out of range: {exc}") from None
+        # Names: ids in order of first appearance (new names are rare after the first batch).
+        names = [r[5] for r in rows]
+        name_set = set(names)
+        name_ids = self.name_ids
+        if not name_ids.keys() >= name_set:
+            for name in names:
+                if name not in name_ids:
+                    name_ids[name] = len(name_ids)
+        if len(name_set) == 1:
+            self.name_of.frombytes(array("I", [name_ids[names[0]]]).tobytes() * n)
+        else:
+            self.name_of.frombytes(array("I", [name_ids[x] for x in names]).tobytes())
+        # Flags: the common batch (all accepted, no error) is one flags byte per kind.
+        accs = [r[7] for r in rows]
+        errs = [r[8] for r in rows]
+        kind_bits = {k: (k if k in _KIND_NAMES else _NO_KIND) << 3 for k in kind_set}
+        if accs.count(True) == n and errs.count(None) == n:
+            # ``x == True`` for all x: each gets _ACC_TRUE, as _acc_bits would give.
+            if len(kind_bits) == 1:
+                self.flags.frombytes(bytes((kind_bits[kinds[0]] | _ACC_TRUE,)) * n)
+            else:
+                self.flags.frombytes(bytes([kind_bits[k] | _ACC_TRUE for k in kinds]))
+        else:
+            self.flags.frombytes(
+                bytes(
+                    [
+                        (_ACC_TRUE if a is True else _ACC_FALSE if a is False else _acc_bits(a))
+                        | (0 if e is None else _HAS_ERROR)
+                        | kind_bits[k]
+                        for a, e, k in zip(accs, errs, kinds, strict=True)
+                    ]
+                )
+            )
+        # State changes: per state the ascending seqs; each clock advances by the number
+        # of seqs its two arrays gained.
+        seqs = range(rows[0][0], rows[0][0] + n)
+        exits, enters = self.exits, self.enters
+        before = [len(a) + len(b) for a, b in zip(exits, enters, strict=True)]
+        exs = [r[9] for r in rows]
+        ens = [r[10] for r in rows]
+        x_add = [a.append for a in exits]
+        e_add = [a.append for a in enters]
+        try:  # one state out and one in: a flat machine's usual record
+            flat_x = [i for (i,) in exs]
+            flat_e = [i for (i,) in ens]
+        except ValueError:
+            for seq, exited, entered in zip(seqs, exs, ens, strict=True):
+                for i in exited:
+                    x_add[i](seq)
+                for i in entered:
+                    e_add[i](seq)
+        else:
+            for seq, x, e in zip(seqs, flat_x, flat_e, strict=True):
+                x_add[x](seq)
+                e_add[e](seq)
+        c = clocks.clocks
+        for i, (a, b) in enumerate(zip(exits, enters, strict=True)):
+            c[i] += len(a) + len(b) - before[i]
+        if self.monotonic:
+            last = self.times[-1] if self.times else None
+            if (last is not None and times[0] < last) or times != sorted(times):
+                self.monotonic = False
+        self.times.frombytes(packed_times)
+
+    def _extend_rows_each(self, machine_id: str, rows: Sequence[Sequence[Any]]) -> None:
+        """``extend_rows`` one row at a time (a batch holding reset kinds)."""
+        clocks = self.clocks
         times = self.times
         enters, exits = self.enters, self.exits
         last = times[-1] if times else None

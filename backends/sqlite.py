@@ -2,7 +2,8 @@
 
 * One transaction per appended batch: the records and the snapshots the batch triggered
   commit together (J-09, S-01). Records are keyed ``(machine, seq)`` (WITHOUT ROWID), so
-  every read is one key-range scan.
+  every read is one key-range scan. They are inserted 128 rows per ``INSERT`` statement
+  (~1 us a record less than one statement per row).
 * ``durability="full"`` (default) runs ``synchronous=FULL``: a committed batch survives
   power loss. ``"fast"`` runs ``synchronous=NORMAL``: consistent, but the latest commits
   may be lost on power loss (D-05). Do not put the file on a network filesystem.
@@ -69,6 +70,14 @@ CREATE TABLE IF NOT EXISTS query_index (
     data BLOB NOT NULL
 );
 """
+
+
+# Records per multi-row INSERT: 3 parameters each stays far below the 999 parameters of
+# SQLite builds older than 3.32 (newer ones allow 32,766).
+_ROWS_PER_INSERT = 128
+_INSERT_MANY = "INSERT INTO records (mid, seq, data) VALUES " + ", ".join(
+    ["(?, ?, ?)"] * _ROWS_PER_INSERT
+)
 
 
 def _sqlite_error(path: str, exc: sqlite3.Error) -> BackendError:
@@ -243,10 +252,10 @@ class SQLiteBackend(BaseBackend):
             raise BackendError(f"unknown machine {machine_id!r} in {self.url}")
         pack = self._packer.pack
         try:
-            rows = [(mid, r.seq, pack(transition_to_list(r))) for r in records]
+            blobs = [pack(transition_to_list(r)) for r in records]
         except (TypeError, ValueError, KeyError, OverflowError) as exc:
             raise BackendError(f"{machine_id}: cannot encode a record: {exc}") from None
-        self._insert(mid, rows, records[-1].seq, snapshots)
+        self._insert(mid, records[0].seq, blobs, snapshots)
 
     _stores_rows = True
 
@@ -260,26 +269,47 @@ class SQLiteBackend(BaseBackend):
         if mid is None:
             raise BackendError(f"unknown machine {machine_id!r} in {self.url}")
         # A wire row is the record's transition_to_list: stored as it is.
-        pack = self._packer.pack
         try:
-            items = [(mid, r[0], pack(r)) for r in rows]
+            blobs = list(map(self._packer.pack, rows))
         except (TypeError, ValueError, OverflowError) as exc:
             raise BackendError(f"{machine_id}: cannot encode a record: {exc}") from None
-        self._insert(mid, items, rows[-1][0], snapshots)
+        self._insert(mid, rows[0][0], blobs, snapshots)
 
     def _insert(
-        self,
-        mid: int,
-        rows: list[tuple[int, int, bytes]],
-        highest: int,
-        snapshots: Sequence[Snapshot],
+        self, mid: int, first: int, blobs: list[bytes], snapshots: Sequence[Snapshot]
     ) -> None:
+        """Store records ``first ..`` (their msgpack ``blobs``) and ``snapshots`` in one
+        transaction, and advance the machine's ``highest``."""
         db = self._db
+        n = len(blobs)
+        # Many rows per INSERT statement: sqlite3 pays its per-statement step (and Python
+        # its per-row call) once per _ROWS_PER_INSERT records, ~1 us a record less. The
+        # parameters are interleaved by slice assignment (C loops): mid, seq, data, ...
+        params: list[Any] = [mid] * (3 * n)
+        params[1::3] = range(first, first + n)
+        params[2::3] = blobs
+        k = 3 * _ROWS_PER_INSERT
+        full = len(params) - len(params) % k
         with self._tx():
-            db.executemany("INSERT INTO records (mid, seq, data) VALUES (?, ?, ?)", rows)
-            for snap in snapshots:
-                self._save_snapshot(snap)
-            db.execute("UPDATE machines SET highest = ? WHERE mid = ?", (highest, mid))
+            if full:
+                db.executemany(_INSERT_MANY, [params[i : i + k] for i in range(0, full, k)])
+            if full < len(params):
+                rest = params[full:]
+                db.executemany(
+                    "INSERT INTO records (mid, seq, data) VALUES (?, ?, ?)",
+                    [rest[i : i + 3] for i in range(0, len(rest), 3)],
+                )
+            if snapshots:
+                pack = self._packer.pack
+                db.executemany(
+                    "INSERT OR REPLACE INTO snapshots (mid, idx, clocks, time, tick) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [
+                        (mid, sn.index, pack(list(sn.clocks)), sn.time, sn.mach_tick)
+                        for sn in snapshots
+                    ],
+                )
+            db.execute("UPDATE machines SET highest = ? WHERE mid = ?", (first + n - 1, mid))
 
     def _read(self, machine_id: str, start: int, end: int) -> list[TransitionRecord]:
         mid = self._mid(machine_id)

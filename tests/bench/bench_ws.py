@@ -11,7 +11,9 @@ Run: ``.venv/bin/python tests/bench/bench_ws.py [--events N] [--rounds R] [--rec
    processes each open one connection, declare their machines, pre-encode their txs
    frames (so the measurement is the server's), then all send at once; the rate is records
    over the time from the first send to the last ack. The backend is reopened afterwards
-   and every machine's highest seq and count checked.
+   and every machine's highest seq and count checked. "server us/rec" is the recorder
+   process's CPU time (user + system) over the same span per record: it moves far less
+   with the box's load than the rate, so compare changes by it.
 """
 
 from __future__ import annotations
@@ -202,6 +204,16 @@ async def client_main(url: str, tag: int, machines: int, records: int, batch: in
     print(json.dumps({"start": start, "end": end}), flush=True)
 
 
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc; 0.0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_ingest(to: str, label: str, clients: int, machines: int, records: int) -> None:
     import backends
 
@@ -231,6 +243,7 @@ def bench_ingest(to: str, label: str, clients: int, machines: int, records: int)
     try:
         for k in kids:
             assert k.stdout is not None and k.stdout.readline().strip() == "ready"
+        cpu_before = process_cpu(proc.pid)
         for k in kids:
             assert k.stdin is not None
             k.stdin.write("go\n")
@@ -240,6 +253,7 @@ def bench_ingest(to: str, label: str, clients: int, machines: int, records: int)
             out, _ = k.communicate(timeout=600)
             spans.append(json.loads(out.strip().splitlines()[-1]))
             assert k.returncode == 0
+        cpu = process_cpu(proc.pid) - cpu_before
     finally:
         summary = stop_recorder(proc)
     seconds = max(s["end"] for s in spans) - min(s["start"] for s in spans)
@@ -253,12 +267,20 @@ def bench_ingest(to: str, label: str, clients: int, machines: int, records: int)
     count = sum(len(backend.read(f"c{i}-m0")) for i in range(clients)) * machines
     backend.close()
     rate = total / seconds
-    print(f"{label:<10}{total:>12,}{seconds:>10.2f}{rate:>16,.0f}{lost:>8}{count:>12,}  {summary}")
+    # The recorder's CPU per record moves far less with the box's load than the rate does.
+    us = cpu / total * 1e6
+    print(
+        f"{label:<10}{total:>12,}{seconds:>10.2f}{rate:>16,.0f}{us:>14.2f}{lost:>6}{count:>12,}"
+        f"  {summary}"
+    )
 
 
 def bench_breakdown(records: int) -> None:
     """Where the server's time goes, per stage, in one process (no network)."""
     import backends
+    from aminspect.server import tune_gc
+
+    tune_gc()  # the recorder's garbage-collector settings (see aminspect.server.tune_gc)
     from tracer.protocol import ServerSession, encode_hello, encode_machine, encode_txs
     from tracer.records import Kind, MachineRecord, Schema, TransitionRecord
 
@@ -293,7 +315,10 @@ def bench_breakdown(records: int) -> None:
     t = time.perf_counter()
     batches = [session.receive(f) for f in frames]
     decode = records / (time.perf_counter() - t)
-    print(f"\nServer path per stage ({records:,} records, batches of 2048, one thread)")
+    print(
+        f"\nServer path per stage ({records:,} records, batches of 2048, one thread, "
+        "GC tuned as in the recorder)"
+    )
     print(f"{'stage':<40}{'records/s':>14}")
     print(f"{'tracer: encode txs (protocol)':<40}{encode:>14,.0f}")
     print(f"{'server: decode + validate (protocol)':<40}{decode:>14,.0f}")
@@ -355,8 +380,8 @@ def main() -> None:
             f"\nIngest: {args.clients} concurrent connections x {args.machines} machines x "
             f"{args.records:,} records = {total:,}"
         )
-        print(f"{'backend':<10}{'records':>12}{'seconds':>10}{'records/s':>16}{'lost':>8}"
-              f"{'stored':>12}  recorder")  # fmt: skip
+        print(f"{'backend':<10}{'records':>12}{'seconds':>10}{'records/s':>16}"
+              f"{'server us/rec':>14}{'lost':>6}{'stored':>12}  recorder")  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
             bench_ingest(f"journal:///{tmp}/bench.amj", "journal", args.clients,
                          args.machines, args.records)  # fmt: skip
