@@ -1206,6 +1206,76 @@ class Session:
         self.pages.reads += len(ranges)
         return len(ranges)
 
+    def prefetch(
+        self,
+        machine_id: str,
+        seq: int,
+        rows: int,
+        cancelled: Callable[[], bool] = bool,
+        ahead: int = 0,
+    ) -> int:
+        """I/O: cache what the cursor keys reach from ``seq``: the views one step and one
+        jump away either side (with the filter, in shown records) and the log rows around
+        them, so those keys redraw from caches without a worker round trip.
+
+        Args:
+            machine_id: the machine.
+            seq: the cursor.
+            rows: log rows on screen (rows around each target are read).
+            cancelled: stops early when it returns True (the cursor moved on).
+            ahead: the last move (a delta): the same move again is cached first, as a
+                key held down repeats it before the rest could be read.
+
+        Returns:
+            The views computed (0 when everything was cached).
+
+        Raises:
+            BackendError: when the backend cannot be read.
+        """
+        entry = self.machines.get(machine_id)
+        if entry is None or entry.count == 0:
+            return 0
+        fv = self._filtered if self.filter.hides_records else None
+        if fv is not None and fv.machine_id != machine_id:
+            return 0
+        done = 0
+        # the last move again first, then the nearest: a step is the likeliest next key
+        order = [d for d in (ahead, -1, 1, -JUMP, JUMP) if d]
+        for delta in dict.fromkeys(order):
+            if cancelled():
+                break
+            if fv is None:
+                target = max(entry.first, min(entry.count - 1, seq + delta))
+            else:
+                found = fv.step(seq, delta)
+                if found is None:
+                    break
+                target = found
+            if self._view(machine_id, target, io=False) is not None and not self.rows_missing(
+                *self._window(machine_id, target, rows, fv)
+            ):
+                continue
+            self.view(machine_id, target)
+            self.load_rows(*self._window(machine_id, target, rows, fv))
+            done += 1
+        return done
+
+    def _window(
+        self, machine_id: str, seq: int, rows: int, fv: FilteredView | None
+    ) -> tuple[str, int, int, tuple[int, ...] | None]:
+        """The log rows a move to ``seq`` shows (a jump centres the cursor, a step keeps
+        it near the screen's edge), as ``load_rows`` takes them. With a sparse filter each
+        row is a read of its own (~1.6 ms on a 1M journal): only what the screen shows."""
+        if fv is None:
+            return machine_id, seq - rows, seq + rows + 1, None
+        i = fv.index_at_or_before(seq)
+        half = rows // 2 + 1
+        lo, hi = max(0, i - half), min(fv.total, i + half + 1)
+        seqs = tuple(fv.seq_at(r) for r in range(lo, hi))
+        if not seqs:
+            return machine_id, seq, seq + 1, ()
+        return machine_id, seqs[0], seqs[-1] + 1, seqs
+
     def view(self, machine_id: str, seq: int) -> CursorView:
         """I/O: the state tree, record and details of ``machine_id`` at ``seq``.
 

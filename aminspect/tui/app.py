@@ -35,6 +35,7 @@ from aminspect.tui.widgets import (
     MachineTree,
     StateTree,
     TransitionLog,
+    set_title,
 )
 from backends.base import BackendError
 
@@ -220,6 +221,7 @@ class InspectorApp(LowerViews, App[None]):
         # monotonic time of the user's last cursor move or filter (see _scan_errors);
         # not of moves following a live tail, or the error count would never run live
         self._last_move = 0.0
+        self._last_delta = 0  # the last cursor key's move (prefetch repeats it first)
         self._search_timer: Timer | None = None
         self._gc_threshold = gc.get_threshold()
         self._last_gc = time.monotonic()
@@ -522,13 +524,33 @@ class InspectorApp(LowerViews, App[None]):
         self.view = view
         self.state_tree.show_states(view.states)
         if view.record is None:
-            self.details_pane.border_title = "record"
+            set_title(self.details_pane, "record")
             self.details_pane.show_message("no records yet")
         else:
-            self.details_pane.border_title = f"record {view.record.id}"
+            set_title(self.details_pane, f"record {view.record.id}")
             self.details_pane.show_details(view.details)
         self.log_view.refresh_rows()
         self.update_lower(view)
+        # once this frame is out: the next key's view is likely a step or jump away
+        self.call_after_refresh(self._start_prefetch)
+
+    def _start_prefetch(self) -> None:
+        s = self.session
+        view = self.view
+        if view is None or view.seq < 0 or view.machine_id != s.selected or view.seq != s.cursor:
+            return
+        self._prefetch(view.machine_id, view.seq, self.log_view.page_height, self._last_delta)
+
+    @work(thread=True, exclusive=True, group="prefetch")
+    def _prefetch(self, machine_id: str, seq: int, rows: int, ahead: int) -> None:
+        """Cache the views and rows a step or jump from ``seq`` shows, so the next cursor
+        key redraws from caches (a jump back, or any move of a sparse filter, otherwise
+        waited for a worker's read: 2-3 times a step's time)."""
+        worker = get_current_worker()
+        try:
+            self.session.prefetch(machine_id, seq, rows, lambda: worker.is_cancelled, ahead)
+        except BackendError:
+            pass  # the keys read it again, and report what fails then
 
     @on(TransitionLog.WindowChanged)
     def _window_changed(self, message: TransitionLog.WindowChanged) -> None:
@@ -728,6 +750,7 @@ class InspectorApp(LowerViews, App[None]):
         self.session.playing = False
         self._play_timer.pause()
         self._last_move = time.monotonic()
+        self._last_delta = delta
         self.session.step(delta)
         self.refresh_cursor()
 
@@ -885,8 +908,7 @@ class InspectorApp(LowerViews, App[None]):
 
 
 def _set_title(widget: Widget, title: str) -> None:
-    if widget.border_title != title:
-        widget.border_title = title
+    set_title(widget, title)
 
 
 _KEY_NAMES = {

@@ -34,7 +34,7 @@ from aminspect.timeline import (
 from aminspect.tui.diff import DiffPane
 from aminspect.tui.export_screen import ExportChoice, ExportScreen
 from aminspect.tui.timeline import Timeline
-from aminspect.tui.widgets import DetailsPane
+from aminspect.tui.widgets import DetailsPane, set_title
 from backends.base import BackendError
 
 __all__ = ["LOWER_VIEWS", "LowerViews"]
@@ -146,7 +146,7 @@ class LowerViews(_Base):
             mark,
             live,
         )
-        tl.border_title = self._timeline_title()
+        set_title(tl, self._timeline_title())
 
     def _timeline_title(self) -> str:
         m = self.timeline.model
@@ -181,7 +181,7 @@ class LowerViews(_Base):
 
     def on_timeline_loaded(self, message: TimelineLoaded) -> None:
         self.timeline.show_window(message.window, message.cells, message.key)
-        self.timeline.border_title = self._timeline_title()
+        set_title(self.timeline, self._timeline_title())
 
     def on_timeline_clicked(self, message: Timeline.Clicked) -> None:
         self.session.goto(message.seq)
@@ -192,10 +192,10 @@ class LowerViews(_Base):
         entry = s.entry
         pane = self.diff_pane
         if entry is None or view is None or view.seq < 0:
-            pane.border_title = "diff"
+            set_title(pane, "diff")
             pane.show_message("no records yet")
             return
-        pane.border_title = "diff" if self.mark_seq is None else f"diff · mark {self.mark_seq}"
+        set_title(pane, "diff" if self.mark_seq is None else f"diff · mark {self.mark_seq}")
         self._load_diff(view.machine_id, view.seq, self.mark_seq)
 
     @work(thread=True, exclusive=True, group="diff")

@@ -7,16 +7,21 @@ for what the user asks (messages up). None of them reads the backend.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from math import ceil
 from typing import ClassVar
 
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
 from textual.geometry import Region, Size
 from textual.message import Message
+from textual.reactive import Reactive
 from textual.scroll_view import ScrollView
+from textual.scrollbar import ScrollBar
 from textual.strip import Strip
+from textual.widget import Widget
 from textual.widgets import Static, Tree
 from textual.widgets.tree import TreeNode
 
@@ -36,6 +41,7 @@ __all__ = [
     "MachineTree",
     "StateTree",
     "TransitionLog",
+    "set_title",
 ]
 
 STATUS_GLYPH = {
@@ -53,6 +59,29 @@ def human_count(n: float) -> str:
     if n < 1_000_000:
         return f"{n / 1000:.1f}k" if n < 10_000 else f"{n / 1000:.0f}k"
     return f"{n / 1_000_000:.1f}M"
+
+
+def set_title(widget: Widget, title: str) -> None:
+    """Set ``widget``'s border title, repainting only the border line that shows it.
+
+    Textual's ``border_title`` setter repaints the whole widget: the titles that follow
+    the cursor ("states @ N", "record N") then repainted three whole panels per step,
+    so every step composed most of the screen again (half of a step's UI time).
+
+    Args:
+        widget: the widget (any border; without one the title is not drawn).
+        title: the new title (console markup, as for ``border_title``).
+    """
+    if widget.border_title == title:
+        return
+    if not widget.is_mounted or not widget.size or not hasattr(widget, "_border_title"):
+        widget.border_title = title
+        return
+    # what the setter stores, without its full repaint
+    widget._border_title = widget.render_str(title).expand_tabs(4).split()[0]
+    gutter = widget.styles.gutter
+    # refresh regions are relative to the content: the top border is above it
+    widget.refresh(Region(-gutter.left, -gutter.top, widget.outer_size.width, 1))
 
 
 class HeaderBar(Static):
@@ -435,6 +464,32 @@ class DetailsPane(LinesView):
         self.set_lines([Text(message, style="dim")])
 
 
+class _ThumbScrollBar(ScrollBar):
+    """A vertical scroll bar that repaints only when its thumb moves on screen.
+
+    Textual repaints the bar on every change of position; over a million rows the thumb
+    moves by a cell every ~40,000 rows, and repainting the bar's column made every jump
+    of the log compose two dozen more screen lines.
+    """
+
+    position: Reactive[float] = Reactive(0.0, repaint=False)
+
+    def _thumb(self, position: float) -> tuple[int, int, int, int, int]:
+        # the arithmetic of ScrollBarRender.render_bar: the eighths of a cell it draws
+        size = self.size.height
+        virtual = ceil(self.window_virtual_size)
+        window = ceil(self.window_size if self.window_size < self.window_virtual_size else 0)
+        if not (window and size and virtual and size != virtual and virtual > window):
+            return (size, virtual, window, 0, 0)
+        thumb = max(1, window / (virtual / size))
+        start = int((size - thumb) * (position / (virtual - window)) * 8)
+        return (size, virtual, window, start, start + ceil(thumb * 8))
+
+    def watch_position(self, old: float, new: float) -> None:
+        if self._thumb(old) != self._thumb(new):
+            self.refresh()
+
+
 class TransitionLog(_StyleCache, can_focus=True):
     """A virtual list of one machine's records; the cursor row is the current time.
 
@@ -483,6 +538,22 @@ class TransitionLog(_StyleCache, can_focus=True):
         def __init__(self, seq: int) -> None:
             super().__init__()
             self.seq = seq
+
+    @property
+    def vertical_scrollbar(self) -> ScrollBar:
+        """The vertical scroll bar (made on first use), repainted only when it moves."""
+        # Textual's own property, with our bar class; a Textual without the private
+        # attributes this relies on gets its default bar (correct, only slower).
+        if not hasattr(self, "_vertical_scrollbar") or not hasattr(self.app, "_start_widget"):
+            return super().vertical_scrollbar
+        if self._vertical_scrollbar is None:
+            bar = _ThumbScrollBar(
+                vertical=True, name="vertical", thickness=self.scrollbar_size_vertical
+            )
+            bar.display = False
+            self._vertical_scrollbar = bar
+            self.app._start_widget(self, bar)
+        return self._vertical_scrollbar
 
     def __init__(self, row_of: Callable[[str, int], LogRow | None], *, id: str | None = None):
         super().__init__(id=id)
@@ -716,6 +787,91 @@ class TransitionLog(_StyleCache, can_focus=True):
             text.stylize(self._style("error"), seq_w + 1)
         return text
 
+    def _seg_style(self, cursor: bool, name: str, overlay: str) -> Style:
+        """base + cursor + ``name`` + ``overlay``: what rich makes of the row's spans."""
+        key = f"{cursor}|{name}|{overlay}"
+        style = self._styles.get(key)
+        if style is None:
+            style = self.base_style
+            if cursor:
+                style += self._style("cursor")
+            for part in (name, overlay):
+                if part == "bold":
+                    style += Style(bold=True)
+                elif part:
+                    style += self._style(part)
+            self._styles[key] = style
+        return style
+
+    def row_strip(self, row: LogRow | None, seq: int, width: int, cursor: bool) -> Strip | None:
+        """The row's strip built from segments: what ``row_text`` renders to, at a tenth
+        of the cost (a jump draws a whole screen of new rows; rich's Text rendering was
+        most of it). None for rows it does not handle (the caller renders ``row_text``):
+        missing records, text that is not ASCII (cell widths) or wider than the panel.
+        """
+        if row is None or not (row.name.isascii() and row.changes.isascii() and row.kind.isascii()):
+            return None
+        seq_w, time_w, kind_w, name_w, changes_w = self._columns(width)
+        outcome = row.outcome
+        overlay = ""
+        if outcome is Outcome.REJECTED:
+            overlay = "rejected"
+        elif outcome is Outcome.ERROR:
+            overlay = "error"
+        head = "rejected" if outcome is Outcome.REJECTED else ""  # error starts after seq
+        st = self._seg_style
+        parts: list[tuple[str, Style]] = [
+            ("▶" if seq == self.cursor_seq else " ", st(cursor, "bold", head)),
+            (f"{seq:>{seq_w - 1}} ", st(cursor, "dim", head)),
+        ]
+        if time_w:
+            parts.append((f"{row.time:<{time_w}} ", st(cursor, "dim", overlay)))
+        parts.append((f"{row.kind[:kind_w]:<{kind_w}} ", st(cursor, "", overlay)))
+        name = row.name if len(row.name) <= name_w else row.name[: name_w - 1] + "…"
+        parts.append((f"{name:<{name_w}} ", st(cursor, "bold", overlay)))
+        changes = row.changes
+        if len(changes) > changes_w:
+            changes = changes[: max(changes_w - 1, 0)] + "…"
+        plain = st(cursor, "", overlay)
+        tokens = changes.split(" ")
+        for k, token in enumerate(tokens):
+            if k:
+                parts.append((" ", plain))
+            if token.startswith(("+", "=")):
+                parts.append((token, st(cursor, "entered", overlay)))
+            elif token.startswith("-"):
+                parts.append((token, st(cursor, "exited", overlay)))
+            elif token:
+                parts.append((token, plain))
+        pad = changes_w - len(changes)
+        parts.append((" " * (pad + 1) if pad > 0 else " ", plain))
+        outcome_name = {
+            Outcome.ACCEPTED: "entered",
+            Outcome.REJECTED: "rejected",
+            Outcome.ERROR: "error",
+        }[outcome]
+        parts.append((f"{OUTCOME_GLYPH[outcome]:<2} ", st(cursor, outcome_name, overlay)))
+        parts.append((f"{row.duration:>7}", st(cursor, "dim", overlay)))
+        used = sum(len(t) for t, _ in parts)
+        if used > width:
+            return None  # truncated with an ellipsis: rich does it
+        segments = [Segment(t, style) for t, style in parts if t]
+        if used < width:
+            fill = st(cursor, "", "") if cursor else self.base_style
+            segments.append(Segment(" " * (width - used), fill))
+        return Strip(segments, width)
+
+    def rich_row_strip(self, row: LogRow | None, seq: int, width: int, cursor: bool) -> Strip:
+        """The row's strip rendered from ``row_text`` by rich (any text, any width)."""
+        base = self.base_style
+        text = self.row_text(row, seq, width)
+        if cursor:
+            text.pad_right(max(0, width - text.cell_len))
+            text.stylize_before(self._style("cursor"))
+        text.truncate(width, overflow="ellipsis")
+        text.stylize_before(base)
+        return Strip(text.render(self.app.console), text.cell_len).extend_cell_length(width, base)
+
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         base = self.base_style
@@ -743,14 +899,8 @@ class TransitionLog(_StyleCache, can_focus=True):
                 if strip is not None:
                     return strip
                 log_row = self._row_of(self.machine_id, seq)
-                text = self.row_text(log_row, seq, width)
-                if cursor:
-                    text.pad_right(max(0, width - text.cell_len))
-                    text.stylize_before(self._style("cursor"))
-                text.truncate(width, overflow="ellipsis")
-                text.stylize_before(base)
-                strip = Strip(text.render(self.app.console), text.cell_len).extend_cell_length(
-                    width, base
+                strip = self.row_strip(log_row, seq, width, cursor) or self.rich_row_strip(
+                    log_row, seq, width, cursor
                 )
                 if log_row is None and seq >= self.first:
                     self._pending.add(row)
