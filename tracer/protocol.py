@@ -75,6 +75,9 @@ INTERNAL = 1011  # a server bug or a storage failure (fatal)
 _FATAL = frozenset({UNAUTHORIZED, HANDSHAKE, UNSUPPORTED_VERSION, TOO_MANY_ERRORS, INTERNAL})
 
 MAX_SEQ = (1 << 63) - 1
+# Every uint on the wire fits a signed 64-bit integer: what the backends store (SQLite
+# INTEGER, array("q"), struct "q"). msgpack decodes up to 2**64 - 1, so it is checked here.
+MAX_UINT = MAX_SEQ
 _GAP_CODE = _KIND_CODE[Kind.GAP]
 _KIND_NAMES = tuple(str(k) for k, _ in sorted(_KIND_CODE.items(), key=lambda kv: kv[1]))
 _TYPES = ("hello", "welcome", "machine", "txs", "gap", "ack", "dispose", "error")
@@ -351,8 +354,8 @@ def _fields(msg: list[Any], count: int) -> list[Any]:
 
 
 def _nonneg(value: Any, what: str) -> int:
-    if type(value) is not int or value < 0:
-        raise _bad(f"{what} must be a non-negative integer")
+    if type(value) is not int or not 0 <= value <= MAX_UINT:
+        raise _bad(f"{what} must be an integer from 0 to 2**63-1")
     return value
 
 
@@ -494,18 +497,18 @@ def _checked_rows(mid: str, first: int, items: list[Any], n: int) -> list[list[A
             s != seq
             or type(s) is not int
             or type(tick) is not int
-            or tick < 0
+            or not 0 <= tick <= MAX_UINT
             or type(t) is not int
-            or t < 0
+            or not 0 <= t <= MAX_UINT
             or type(dur) is not int
-            or dur < 0
+            or not 0 <= dur <= MAX_UINT
             or type(kind) is not int
             or not 0 <= kind < _GAP_CODE
             or type(name) is not str
             or type(acc) is not bool
             or type(ex) is not list
             or type(en) is not list
-            or (par is not None and (type(par) is not int or par < 0))
+            or (par is not None and (type(par) is not int or not 0 <= par <= MAX_UINT))
         ):
             _explain(mid, seq - first, seq, fields, n)
         for x in ex:
@@ -567,6 +570,14 @@ def _explain(mid: str, i: int, seq: int, fields: Any, n: int) -> NoReturn:
         raise _bad(f"txs record {i}: {exc}", mid) from None
     if rec.seq != seq:
         raise _bad(f"txs record {i} has seq {rec.seq}, expected {seq}", mid)
+    for what, value in (
+        ("mach_tick", rec.mach_tick),
+        ("time", rec.time),
+        ("duration", rec.duration),
+        ("parent_seq", rec.parent_seq or 0),
+    ):
+        if value > MAX_UINT:
+            raise _bad(f"txs record {i}: {what} {value} is beyond 2**63-1", mid)
     if rec.kind == Kind.GAP:
         raise _bad(f"txs record {i} is a gap record: send a gap message", mid)
     for x in (*rec.exited, *rec.entered):

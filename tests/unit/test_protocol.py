@@ -231,6 +231,12 @@ def bad_field(index: int, value: object) -> bytes:
         (bad_field(10, [-1]), BAD_MESSAGE, "state index"),
         (bad_field(10, "a"), BAD_MESSAGE, "entered"),
         (bad_field(2, "now"), BAD_MESSAGE, "time"),
+        # msgpack decodes uint64, the backends store int64: beyond it is refused here
+        (bad_field(2, 2**63), BAD_MESSAGE, "time 9223372036854775808 is beyond 2**63-1"),
+        (bad_field(1, 2**64 - 1), BAD_MESSAGE, "mach_tick"),
+        (bad_field(3, 2**63), BAD_MESSAGE, "duration"),
+        (bad_field(11, 2**63), BAD_MESSAGE, "parent_seq"),
+        (pack("gap", "m", 0, 1, 0, 2**63, []), BAD_MESSAGE, "from 0 to 2**63-1"),
         (bad_field(12, ["x"]), BAD_MESSAGE, "source"),
         (pack("welcome", 1, "s", {}, {}), BAD_MESSAGE, "server message"),
         (pack("ack", {}), BAD_MESSAGE, "server message"),
