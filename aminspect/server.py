@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -457,8 +457,23 @@ class IngestServer:
             pass
         finally:
             if self._connections.pop(conn.id, None) is not None:
+                self._let_go(conn.machines)
                 code = ws.close_code
                 self._emit(Disconnected(conn.id, f"closed ({code})"))
+
+    def _let_go(self, machine_ids: Iterable[str]) -> None:
+        """Machines no connection traces here any more: the backend lets go of them (a
+        PostgreSQL claim, so another recorder may take the machine over; cached clocks).
+
+        Queued behind the batches already submitted (one writer thread, in order), so a
+        claim is released only once everything received before it is stored.
+        """
+        writer = self._writer
+        if writer is None:  # stopping: closing the backend releases everything
+            return
+        held = {mid for c in self._connections.values() for mid in c.machines}
+        for mid in set(machine_ids) - held:
+            writer.submit(self.backend.dispose, mid).add_done_callback(_consume)
 
     async def _reject(self, ws: ServerConnection, conn: ConnectionInfo, exc: ProtocolError) -> None:
         self.rejected += 1
@@ -527,6 +542,7 @@ class IngestServer:
                     await self._declare(ws, session, conn, msg)
                 elif isinstance(msg, Dispose):
                     conn.machines.discard(msg.machine_id)
+                    self._let_go([msg.machine_id])
                     self._emit(Disposed(conn.id, msg.machine_id))
         finally:
             line.finished = True
