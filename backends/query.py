@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from backends.base import BackendError, Query
+from backends.base import BackendError, IndexColumns, Query
 from tracer.codec import KIND_CODES
 from tracer.machine_time import MachineTime, TimeRecord, time_records
 from tracer.records import RESET_KINDS, Schema, TransitionRecord
@@ -87,6 +87,22 @@ def _from_raw_any(typecode: str, data: bytes) -> array[int]:
 # bit 2 has an error, bits 3-7 the kind's code (31: not a known kind).
 _ACC_TRUE, _ACC_FALSE, _HAS_ERROR = 1, 2, 4
 _NO_KIND = 31
+
+
+# Tables for ``MachineIndex.columns``: a flags byte to its kind code, accepted bits, error bit.
+_KIND_OF_FLAGS = bytes(f >> 3 for f in range(256))
+_ACC_OF_FLAGS = bytes(f & (_ACC_TRUE | _ACC_FALSE) for f in range(256))
+_ERROR_OF_FLAGS = bytes(1 if f & _HAS_ERROR else 0 for f in range(256))
+_KINDS_BY_CODE = tuple(_KIND_NAMES.get(code) for code in range(_NO_KIND + 1))
+
+
+def _pack_times(times: list[int]) -> bytes:
+    """Times as native int64s (struct is the fastest conversion); OverflowError when one is
+    out of range, as ``array("q")`` raises for the same values."""
+    try:
+        return struct.pack(f"={len(times)}q", *times)
+    except struct.error as exc:
+        raise OverflowError(f"record time out of range: {exc}") from None
 
 
 def _acc_bits(accepted: object) -> int:
@@ -276,10 +292,9 @@ class MachineIndex:
         entered, parent_seq, source), as ``BaseBackend.append_rows`` receives them.
 
         Like ``extend``, the rows must continue the indexed history with contiguous seqs.
-        A batch without reset kinds (the ingest server's usual batch) is indexed column by
-        column, mostly in C loops (~0.8 us a record instead of ~1.4 us); one holding an
-        init, restore or gap record goes row by row, since those depend on the clocks
-        before them.
+        Rows are indexed column by column, mostly in C loops (~0.8 us a record instead of
+        ~1.4 us), except init, restore and gap records, which go row by row since they
+        depend on the clocks before them (a tracer's first batch starts with its init).
         """
         if not rows:
             return
@@ -291,18 +306,35 @@ class MachineIndex:
             self.enters.extend(array("q") for _ in range(grow))
             self.exits.extend(array("q") for _ in range(grow))
         kinds = [r[4] for r in rows]
-        kind_set = set(kinds)
-        if not kind_set.isdisjoint(_RESET_CODES):
-            self._extend_rows_each(machine_id, rows)
-            return
-        n = len(rows)
         times = [r[2] for r in rows]
-        # Packed first (struct is the fastest int64 conversion): a time out of range raises
-        # here, before anything of the index changed.
-        try:
-            packed_times = struct.pack(f"={n}q", *times)
-        except struct.error as exc:  # what array("q") raises for the same values
-            raise OverflowError(f"record time out of range: {exc}") from None
+        packed_times = _pack_times(times)  # a time out of range raises before any change
+        if _RESET_CODES.isdisjoint(kinds):
+            self._extend_rows_columns(rows, kinds, times, packed_times)
+            return
+        start = 0
+        for i, kind in enumerate(kinds):
+            if kind in _RESET_CODES:
+                if start < i:
+                    self._extend_rows_columns(
+                        rows[start:i],
+                        kinds[start:i],
+                        times[start:i],
+                        packed_times[8 * start : 8 * i],
+                    )
+                self._extend_rows_each(machine_id, rows[i : i + 1])
+                start = i + 1
+        if start < len(rows):
+            self._extend_rows_columns(
+                rows[start:], kinds[start:], times[start:], packed_times[8 * start :]
+            )
+
+    def _extend_rows_columns(
+        self, rows: Sequence[Sequence[Any]], kinds: list[int], times: list[int], packed_times: bytes
+    ) -> None:
+        """``extend_rows`` for rows without reset kinds: column by column."""
+        clocks = self.clocks
+        kind_set = set(kinds)
+        n = len(rows)
         # Names: ids in order of first appearance (new names are rare after the first batch).
         names = [r[5] for r in rows]
         name_set = set(names)
@@ -407,6 +439,35 @@ class MachineIndex:
                 self.monotonic = False
             times.append(t)
             last = t
+
+    # -- columns ----------------------------------------------------------------------
+    def columns(self, start: int, end: int) -> IndexColumns:
+        """Copies of the per-record columns of seqs ``[start, end)``, clipped to the
+        indexed ``[first, end)`` (see :class:`backends.base.IndexColumns`).
+
+        Only C loops: three ``bytes.translate`` of the flags, array slices, and two
+        bisections per state; about 30 ms for a million records of five states.
+        """
+        a = min(max(start, self.first), self.end)
+        b = max(a, min(end, self.end))
+        i, j = a - self.first, b - self.first
+        flags = self.flags[i:j].tobytes()
+
+        def part(arr: array[int]) -> array[int]:
+            return arr[bisect_left(arr, a) : bisect_left(arr, b)]
+
+        return IndexColumns(
+            start=a,
+            end=b,
+            kinds=_KINDS_BY_CODE,
+            kind=flags.translate(_KIND_OF_FLAGS),
+            accepted=flags.translate(_ACC_OF_FLAGS),
+            error=flags.translate(_ERROR_OF_FLAGS),
+            names=tuple(self.name_ids),  # ids are given in insertion order
+            name=self.name_of[i:j],
+            entered=tuple(part(arr) for arr in self.enters),
+            exited=tuple(part(arr) for arr in self.exits),
+        )
 
     # -- per record -----------------------------------------------------------------
     def time_of(self, seq: int) -> int:

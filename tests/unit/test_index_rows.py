@@ -79,13 +79,24 @@ def test_extend_rows_uniform_batches() -> None:
     assert not by_rows.monotonic
 
 
-def test_extend_rows_time_out_of_range_changes_nothing() -> None:
+@pytest.mark.parametrize("with_init", [False, True])
+def test_extend_rows_time_out_of_range_changes_nothing(with_init: bool) -> None:
     schema = machine().schema
     size = len(STATES)
     index = MachineIndex(size, 0, [0] * size)
     rows = [transition_to_list(TransitionRecord("m", 0, Kind.EVENT, "go", time=5, entered=(1,)))]
+    if with_init:  # a reset row first: the rows before the bad one go another way
+        rows = [
+            transition_to_list(TransitionRecord("m", 0, Kind.INIT, "init", time=1, entered=(0,))),
+            transition_to_list(
+                TransitionRecord("m", 1, Kind.EVENT, "go", time=5, exited=(0,), entered=(1,))
+            ),
+            transition_to_list(
+                TransitionRecord("m", 2, Kind.EVENT, "go", time=6, exited=(1,), entered=(0,))
+            ),
+        ]
     before = index.to_bytes()
-    rows[0][2] = 1 << 63
+    rows[-1][2] = 1 << 63
     with pytest.raises(OverflowError):
         index.extend_rows("m", rows, schema)
     assert index.to_bytes() == before
