@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
@@ -55,6 +56,10 @@ ERROR_SCAN_CHUNK = 512
 
 # seconds of no typing before the log search filters (search as you type)
 SEARCH_DELAY = 0.15
+
+# at most this many seconds from setting a filter to the start of its scan: it starts
+# as soon as the frame showing the new filter is out (see _scan_filter)
+FILTER_SCAN_WAIT = 0.1
 
 # What the markers on screen mean, for the help screen.
 LEGEND: list[tuple[str, str]] = [
@@ -634,12 +639,21 @@ class InspectorApp(LowerViews, App[None]):
         if fv is None or fv.complete or self._filter_scan is fv:
             return
         self._filter_scan = fv
-        self._scan_filter(fv)
+        drawn = threading.Event()
+        self.call_after_refresh(drawn.set)
+        self._scan_filter(fv, drawn)
 
     @work(thread=True, exclusive=True, group="filter")
-    def _scan_filter(self, fv: FilteredView) -> None:
+    def _scan_filter(self, fv: FilteredView, drawn: threading.Event) -> None:
         """Scan the filtered view block by block, reporting every 50 ms: rows appear as
-        they are found and the cursor moves over them meanwhile."""
+        they are found and the cursor moves over them meanwhile.
+
+        It starts once the screen that set the filter is drawn (``drawn``): scanning
+        holds the GIL, and the UI thread waited for it at every turn of its event loop,
+        so the filter key's frame took twice its CPU time (13 ms against 8 on 1M records,
+        a p95 of 23 ms against 8). The wait is bounded in case that screen never draws.
+        """
+        drawn.wait(FILTER_SCAN_WAIT)
         worker = get_current_worker()
         last = slice_start = time.monotonic()
         try:

@@ -615,7 +615,7 @@ class TransitionLog(_StyleCache, can_focus=True):
         self.seq_of = seq_of
         self.max_seq = count - 1 if max_seq is None else max_seq
         if not same:
-            self.virtual_size = Size(0, count + 1)
+            self._set_rows(count)
         top = int(self.scroll_y)
         self._keep_cursor_visible(center=changed_machine)
         if same and top == int(self.scroll_y):
@@ -626,6 +626,32 @@ class TransitionLog(_StyleCache, can_focus=True):
         else:
             self.refresh()
         self._post_window()
+
+    def _set_rows(self, count: int) -> None:
+        """Set the scroll range to ``count`` rows and the column header, laying the screen
+        out again only when the scroll bar appears or disappears.
+
+        Setting ``virtual_size`` lays the whole screen out (a reactive with ``layout``),
+        though a ScrollView's arrangement does not depend on it: only the scroll bar's
+        visibility does, and that is a reactive of its own that lays out when it flips. A
+        filter key changes the row count on every press: turning a filter off drew its
+        frame in 9.2 ms of UI time with the layout, 7.3 without (1M records). Turning one
+        on (no row is known until the scan finds them, so the bar goes) laid out twice,
+        the first frame with the bar's stale column; and a bar shown again by a layout kept
+        the thumb where the log was scrolled before, as the scroll came while it was hidden.
+        """
+        size = Size(0, count + 1)
+        if size == self.virtual_size:
+            return
+        # _scroll_update is what Textual runs after a layout: it shows or hides the bars
+        # and sets their range. Without it (another Textual), fall back to the setter.
+        scroll_update = getattr(self, "_scroll_update", None)
+        if scroll_update is None or not self.is_mounted or not self.size:
+            self.virtual_size = size
+            return
+        self.set_reactive(TransitionLog.virtual_size, size)
+        scroll_update(size)
+        self.refresh()
 
     def seq_at(self, row: int) -> int:
         """The seq shown on ``row``."""
