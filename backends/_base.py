@@ -24,6 +24,7 @@ from backends.base import (
     ConflictError,
     CorruptError,
     GapError,
+    IndexColumns,
     Query,
     ReadOnlyError,
     Snapshot,
@@ -1184,6 +1185,32 @@ class BaseBackend(ABC):
         with self._lock:
             self._check_open()
             return _query.count(self, query)
+
+    def index_columns(self, machine_id: str, start: int, end: int) -> IndexColumns | None:
+        """What the query index holds of each record of ``[start, end)``, clipped to the
+        indexed seqs (see :class:`backends.base.IndexColumns`), without reading records.
+
+        Uses the index in memory or the saved one (a journal's ``.idx`` sidecar: ~0.3 s
+        for a million records); an index that would have to be built from the records
+        is not built here (that reads them all, as the caller's fallback does anyway).
+
+        Returns:
+            The columns (copies, taken under the backend lock), or None when there is
+            no such index.
+
+        Raises:
+            UnknownMachine: the machine was never put.
+        """
+        with self._lock:
+            self._check_open()
+            self._machine(machine_id)
+            if machine_id not in self._indexes:
+                stored = self._stored_index(machine_id)
+                if stored is None:
+                    return None
+                self._indexes[machine_id] = stored
+            # follows another writer when read-only, as every query does
+            return self._index_for(machine_id).columns(start, end)
 
     def activated_between(self, machine_id: str, state: str, start: int, end: int) -> bool:
         """Whether a record with time in ``[start, end)`` entered ``state``."""

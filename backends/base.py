@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
@@ -15,6 +16,7 @@ __all__ = [
     "ConflictError",
     "CorruptError",
     "GapError",
+    "IndexColumns",
     "MissingDependency",
     "Query",
     "ReadOnlyError",
@@ -98,6 +100,44 @@ class Query:
     limit: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class IndexColumns:
+    """What a backend's query index knows of each record of ``[start, end)`` of one
+    machine, copied without reading a record (``Backend.index_columns``).
+
+    Built for the inspector's record summary, which filters a million records in well
+    under a second from these instead of decoding them (about 12 s on a journal).
+
+    Attributes:
+        start: the first seq covered.
+        end: one past the last seq covered (``end - start`` records).
+        kinds: the kind name of each code in ``kind``; None for a kind the index does not
+            name (read that record for it).
+        kind: one kind code per record.
+        accepted: one byte per record: 1 when ``accepted == True``, 2 when
+            ``accepted == False``, 0 (or 3) when neither holds, as for a value of an
+            unexpected type (read that record).
+        error: one byte per record: 1 when the record has an error, else 0.
+        names: the event name of each id in ``name``.
+        name: one id into ``names`` per record.
+        entered: per state, the ascending seqs in ``[start, end)`` that entered it.
+        exited: per state, the ascending seqs in ``[start, end)`` that exited it. For a
+            reset kind (init, restore, gap) both hold its change to the configuration
+            before it, not the lists it stores.
+    """
+
+    start: int
+    end: int
+    kinds: tuple[str | None, ...]
+    kind: bytes
+    accepted: bytes
+    error: bytes
+    names: tuple[str, ...]
+    name: array[int]
+    entered: tuple[array[int], ...]
+    exited: tuple[array[int], ...]
+
+
 @runtime_checkable
 class Backend(Protocol):
     """History storage. Every backend passes ``tests/contract``.
@@ -150,3 +190,6 @@ class Backend(Protocol):
     def deactivated_between(self, machine_id: str, state: str, start: int, end: int) -> bool: ...
     def inactive_between(self, machine_id: str, state: str, start: int, end: int) -> bool: ...
     def to_time_record(self, record: TransitionRecord) -> TimeRecord: ...
+    # The query index's columns of ``[start, end)`` (clipped to what it holds), or None
+    # when the backend keeps no index it can give without reading every record.
+    def index_columns(self, machine_id: str, start: int, end: int) -> IndexColumns | None: ...
