@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from aminspect.filters import FilteredView, LogFilter, RecordSummary, next_change
+from aminspect.filters import BLOCK, FilteredView, LogFilter, RecordSummary, next_change
 from backends.base import Backend, BackendError
 from tracer.machine_time import MachineTime
 from tracer.records import RESET_KINDS, MachineRecord, Schema, TransitionRecord
@@ -621,6 +621,7 @@ class Session:
         self._shown: OrderedDict[tuple[str, int], TransitionRecord] = OrderedDict()
         self._shown_lock = threading.Lock()
         self._summaries: dict[str, RecordSummary] = {}
+        self._summary_lock = threading.Lock()
 
     # -- machines ------------------------------------------------------------------------
 
@@ -662,6 +663,9 @@ class Session:
         """
         summary = self.summary(machine_id)
         if summary is not None and summary.covers(start, end):
+            # the rest of the filter block too: one read serves the next chunks as well
+            upto = min(summary.end, max(end, (start // BLOCK + 1) * BLOCK))
+            summary.resolve(lambda a, b: self.backend.read(machine_id, a, b), start, upto)
             return summary.errors(start, end)
         total = 0
         pos = start
@@ -884,17 +888,36 @@ class Session:
         return fv.scan_next(self._read_block, blocks, self._keep_shown, self.summary(fv.machine_id))
 
     def summary(self, machine_id: str) -> RecordSummary | None:
-        """The record summary of a machine (filled by the error count and filter scans)."""
+        """I/O: the record summary of a machine, filled from the backend's query index
+        when it is made (``Backend.index_columns``: ~0.3 s for a million journal records
+        instead of ~12 s reading them), else by the error count and filter scans.
+
+        Called by those scans in their workers; a second caller waits for the fill.
+        """
         entry = self.machines.get(machine_id)
         if entry is None:
             return None
-        summary = self._summaries.get(machine_id)
-        if summary is None or summary.first < entry.first:
-            # records before ``first`` were deleted: start again from there
-            summary = self._summaries[machine_id] = RecordSummary(
-                entry.first, len(entry.record.schema)
-            )
+        with self._summary_lock:
+            summary = self._summaries.get(machine_id)
+            if summary is None or summary.first < entry.first:
+                # records before ``first`` were deleted: start again from there
+                summary = self._summaries[machine_id] = RecordSummary(
+                    entry.first, len(entry.record.schema)
+                )
+                self._fill_summary(summary, machine_id, entry.count)
         return summary
+
+    def _fill_summary(self, summary: RecordSummary, machine_id: str, count: int) -> None:
+        """I/O: fill a new summary from the backend's index; left empty (the scans fill
+        it) when the backend has none or the machine outgrows the summary."""
+        if summary.full or count <= summary.first:
+            return
+        try:
+            columns = self.backend.index_columns(machine_id, summary.first, count)
+            if columns is not None:
+                summary.fill(columns, lambda a, b: self.backend.read(machine_id, a, b))
+        except BackendError:
+            return  # the scans read the records and report the error
 
     def _read_block(self, machine_id: str, start: int, end: int) -> list[TransitionRecord]:
         return self.backend.read(machine_id, start, end)
