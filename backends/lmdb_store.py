@@ -270,9 +270,11 @@ class LMDBBackend(BaseBackend):
 
         def put(txn: lmdb.Transaction) -> None:
             with txn.cursor(db=self._dbs["records"]) as cur:
-                # Not MDB_APPEND: that needs keys above every key of the database, and
-                # other machines' keys may sort after this one's.
-                _, added = cur.putmulti(items, overwrite=False)
+                # MDB_APPEND (no tree search per key, full pages) needs keys above every
+                # key of the database: true when this machine's keys sort last (one
+                # machine, or the newest one); the batch's own keys ascend.
+                append = not cur.last() or cur.key() < items[0][0]
+                _, added = cur.putmulti(items, overwrite=False, append=append)
             if added != len(items):
                 raise BackendError(f"{machine_id}: {self.path} already holds some of these seqs")
             for key, value in snaps:

@@ -179,3 +179,22 @@ def test_append_rows_resend_from_zero_after_reopen_keeps_queries_right(store: An
     oracle.put_machine(machine())
     oracle.append("m", history)
     _same(b, oracle, 100)
+
+
+def test_interleaved_machines_read_back_their_own_records(store: Any) -> None:
+    """Batches of several machines in turn, some ids sorting before others and one a prefix
+    of another (key-ordered stores append at the end only when a machine's keys sort last)."""
+    ids = ["m2", "m", "m10", "a"]
+    b = store.open()
+    histories = {
+        mid: random_history(mid, 300, random.Random(len(mid) + ord(mid[-1]))) for mid in ids
+    }
+    for mid in ids:
+        b.put_machine(machine(mid))
+    for start in range(0, 300, 50):
+        for mid in ids:
+            b.append_rows(mid, start, _rows(histories[mid][start : start + 50]))
+    for mid in ids:
+        assert b.highest(mid) == 299
+        assert b.read(mid) == histories[mid]
+        assert b.read(mid, 120, 130) == histories[mid][120:130]
