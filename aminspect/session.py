@@ -19,9 +19,17 @@ from enum import StrEnum
 from aminspect.filters import BLOCK, FilteredView, LogFilter, RecordSummary, next_change
 from backends.base import Backend, BackendError
 from tracer.machine_time import MachineTime
-from tracer.records import RESET_KINDS, MachineRecord, Schema, TransitionRecord
+from tracer.records import (
+    REFUSALS,
+    RESET_KINDS,
+    MachineRecord,
+    Schema,
+    TransitionRecord,
+    is_refusal,
+)
 
 __all__ = [
+    "REFUSALS",
     "CursorView",
     "DetailLine",
     "LogRow",
@@ -153,10 +161,10 @@ def called_states(schema: Schema, record: TransitionRecord) -> frozenset[int]:
     return frozenset(out)
 
 
-# The exceptions a library raises to say "this event does not apply in this state". A
-# record refused with one of them is an event that was not accepted (the exception is the
-# reason, shown in the details), not a failure of the user's code.
-REFUSALS = frozenset({"MachineError", "TransitionNotAllowed"})
+# ``REFUSALS``, the exceptions a library raises to say "this event does not apply in this
+# state", and ``is_refusal`` live in tracer.records, so the backends' query index tells a
+# refusal (not accepted; the exception is the reason shown in the details) from a failure
+# of the user's code without reading records. ``REFUSALS`` stays importable from here.
 
 
 def outcome_of(record: TransitionRecord) -> Outcome:
@@ -168,7 +176,7 @@ def outcome_of(record: TransitionRecord) -> Outcome:
     Returns:
         ``ERROR`` for an exception other than a library's refusal (see ``REFUSALS``).
     """
-    if record.error is not None and not (not record.accepted and record.error[0] in REFUSALS):
+    if record.error is not None and not is_refusal(record.error, record.accepted):
         return Outcome.ERROR
     return Outcome.ACCEPTED if record.accepted else Outcome.REJECTED
 

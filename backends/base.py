@@ -124,6 +124,10 @@ class IndexColumns:
         exited: per state, the ascending seqs in ``[start, end)`` that exited it. For a
             reset kind (init, restore, gap) both hold its change to the configuration
             before it, not the lists it stores.
+        refused: the ascending seqs in ``[start, end)`` of the records whose error is a
+            library's refusal (``tracer.records.is_refusal``: not accepted, error type in
+            ``REFUSALS``), so every other record with an error is an error; None when the
+            index does not tell (read the records not accepted with an error for it).
     """
 
     start: int
@@ -136,6 +140,7 @@ class IndexColumns:
     name: array[int]
     entered: tuple[array[int], ...]
     exited: tuple[array[int], ...]
+    refused: array[int] | None = None
 
 
 @runtime_checkable

@@ -72,7 +72,9 @@ _COMPACT_MIN_DEAD = 1 << 20  # never rewrite a file for less than 1 MiB of dead 
 # so it is replaced by rename without fsync; a torn or stale one is detected and ignored.
 # An entry is used only when the BATCH frame holding ``last_seq`` (the last indexed record)
 # is still at ``batch_offset`` with checksum ``batch_crc``: a rewritten (compacted,
-# repaired) or different journal does not match it.
+# repaired) or different journal does not match it. The entries' layout is this magic's
+# version; each index's own format is ``MachineIndex._FORMAT``, checked by ``from_bytes``, so an
+# index saved by older code (format 2, without refusals) is rebuilt, not trusted.
 SIDECAR_MAGIC = b"\x89AMI\r\n\x1a\n"
 _SIDECAR_SUFFIX = ".idx"
 

@@ -39,7 +39,7 @@ import msgpack
 from backends.base import BackendError, IndexColumns, Query
 from tracer.codec import KIND_CODES
 from tracer.machine_time import MachineTime, TimeRecord, time_records
-from tracer.records import RESET_KINDS, Schema, TransitionRecord
+from tracer.records import RESET_KINDS, Schema, TransitionRecord, is_refusal
 
 if TYPE_CHECKING:
     from backends._base import BaseBackend
@@ -84,7 +84,8 @@ def _from_raw_any(typecode: str, data: bytes) -> array[int]:
 
 
 # A record's flags byte in the index: bit 0 accepted is True, bit 1 accepted is False,
-# bit 2 has an error, bits 3-7 the kind's code (31: not a known kind).
+# bit 2 has an error, bits 3-7 the kind's code (31: not a known kind). The byte is full,
+# so whether an error is a library's refusal is kept apart (``MachineIndex.refusals``).
 _ACC_TRUE, _ACC_FALSE, _HAS_ERROR = 1, 2, 4
 _NO_KIND = 31
 
@@ -111,6 +112,20 @@ def _acc_bits(accepted: object) -> int:
     return (accepted == True) | ((accepted == False) << 1)  # noqa: E712
 
 
+def _refused(error: Any, accepted: Any) -> bool:
+    """``tracer.records.is_refusal`` for any stored value: False for an error that has no
+    type to test (the inspector's ``outcome_of`` cannot judge it either)."""
+    try:
+        return is_refusal(error, accepted)
+    except (TypeError, IndexError, KeyError, ValueError):
+        return False
+
+
+def _refused_seqs(seqs: Iterable[int], accs: list[Any], errs: list[Any]) -> list[int]:
+    """The seqs whose ``(error, accepted)`` is a refusal (``_refused``)."""
+    return [s for s, a, e in zip(seqs, accs, errs, strict=True) if e is not None and _refused(e, a)]
+
+
 def _from_raw(data: bytes) -> array[int]:
     a = array("q")
     a.frombytes(data)
@@ -123,8 +138,9 @@ class MachineIndex:
     """Per-state change seqs and the record times of one machine's retained history.
 
     ``enters[s]`` / ``exits[s]`` hold, ascending, the seqs of the records that entered /
-    exited state ``s``; ``times[k]`` is the time of seq ``first + k``. About 8 bytes per
-    record plus 8 per state change.
+    exited state ``s``; ``times[k]`` is the time of seq ``first + k``; ``refusals`` the
+    seqs of the records whose error is a library's refusal. About 13 bytes per record
+    plus 8 per state change and per refusal.
     """
 
     __slots__ = (
@@ -137,6 +153,7 @@ class MachineIndex:
         "monotonic",
         "name_ids",
         "name_of",
+        "refusals",
         "saved_end",
         "times",
     )
@@ -155,8 +172,14 @@ class MachineIndex:
         self.name_of: array[int] = array("I")
         self.flags: array[int] = array("B")
         self.name_ids: dict[str, int] = {}
+        # The ascending seqs of the records whose error is a library's refusal (not
+        # accepted, error type in ``tracer.records.REFUSALS``): rare, so 8 bytes each
+        # instead of a second byte for every record; with the flags' error bit they tell
+        # a refusal from an error without reading the record.
+        self.refusals: array[int] = array("q")
 
-    _FORMAT = 2
+    # 3: ``refusals`` added. An index saved in an older format lacks them and is rebuilt.
+    _FORMAT = 3
 
     def to_bytes(self) -> bytes:
         """The index as msgpack (arrays as raw little-endian int64), for backends that
@@ -175,6 +198,7 @@ class MachineIndex:
                 list(self.name_ids),
                 _raw_any(self.name_of),
                 self.flags.tobytes(),
+                _raw(self.refusals),
             ],
             use_bin_type=True,
         )
@@ -186,9 +210,22 @@ class MachineIndex:
         (the caller then rebuilds it)."""
         try:
             fields = msgpack.unpackb(data)
-            if fields[0] != cls._FORMAT or len(fields) != 11:
-                return None  # another format: rebuilt
-            _, first, base, clocks, monotonic, times, enters, exits, names, name_of, flags = fields
+            if fields[0] != cls._FORMAT or len(fields) != 12:
+                return None  # another format (an older one has no refusals): rebuilt
+            (
+                _,
+                first,
+                base,
+                clocks,
+                monotonic,
+                times,
+                enters,
+                exits,
+                names,
+                name_of,
+                flags,
+                refusals,
+            ) = fields
             if len(base) != size or len(enters) != size:
                 return None
             index = cls(size, first, base)
@@ -200,8 +237,13 @@ class MachineIndex:
             index.name_ids = {n: i for i, n in enumerate(names)}
             index.name_of = _from_raw_any("I", name_of)
             index.flags = array("B", flags)
+            index.refusals = _from_raw(refusals)
             n = len(index.times)
             if len(exits) != size or len(index.name_of) != n or len(index.flags) != n:
+                return None
+            if index.refusals and not (
+                first <= index.refusals[0] <= index.refusals[-1] < first + n
+            ):
                 return None
         except (ValueError, TypeError):
             return None
@@ -255,6 +297,7 @@ class MachineIndex:
         c = clocks.clocks
         reset = RESET_KINDS
         name_ids, name_of, flags = self.name_ids, self.name_of, self.flags
+        refusals = self.refusals
         codes = KIND_CODES
         for k, rec in enumerate(records):
             nid = name_ids.get(rec.name)
@@ -262,11 +305,14 @@ class MachineIndex:
                 nid = name_ids[rec.name] = len(name_ids)
             name_of.append(nid)
             acc = rec.accepted
+            err = rec.error
             flags.append(
                 (_ACC_TRUE if acc is True else _ACC_FALSE if acc is False else _acc_bits(acc))
-                | (0 if rec.error is None else _HAS_ERROR)
+                | (0 if err is None else _HAS_ERROR)
                 | (codes.get(rec.kind, _NO_KIND) << 3)
             )
+            if err is not None and _refused(err, acc):
+                refusals.append(rec.seq)
             if changes is not None:
                 exited, entered = changes[k]
             elif rec.kind in reset:
@@ -351,7 +397,8 @@ class MachineIndex:
         accs = [r[7] for r in rows]
         errs = [r[8] for r in rows]
         kind_bits = {k: (k if k in _KIND_NAMES else _NO_KIND) << 3 for k in kind_set}
-        if accs.count(True) == n and errs.count(None) == n:
+        no_errors = errs.count(None) == n
+        if accs.count(True) == n and no_errors:
             # ``x == True`` for all x: each gets _ACC_TRUE, as _acc_bits would give.
             if len(kind_bits) == 1:
                 self.flags.frombytes(bytes((kind_bits[kinds[0]] | _ACC_TRUE,)) * n)
@@ -368,9 +415,11 @@ class MachineIndex:
                     ]
                 )
             )
+        seqs = range(rows[0][0], rows[0][0] + n)
+        if not no_errors:  # refusals: only batches holding an error pay for the test
+            self.refusals.extend(_refused_seqs(seqs, accs, errs))
         # State changes: per state the ascending seqs; each clock advances by the number
         # of seqs its two arrays gained.
-        seqs = range(rows[0][0], rows[0][0] + n)
         exits, enters = self.exits, self.enters
         before = [len(a) + len(b) for a, b in zip(exits, enters, strict=True)]
         exs = [r[9] for r in rows]
@@ -416,11 +465,14 @@ class MachineIndex:
                 nid = name_ids[row[5]] = len(name_ids)
             name_of.append(nid)
             acc = row[7]
+            err = row[8]
             flags.append(
                 (_ACC_TRUE if acc is True else _ACC_FALSE if acc is False else _acc_bits(acc))
-                | (0 if row[8] is None else _HAS_ERROR)
+                | (0 if err is None else _HAS_ERROR)
                 | ((kind if kind in _KIND_NAMES else _NO_KIND) << 3)
             )
+            if err is not None and _refused(err, acc):
+                self.refusals.append(seq)
             if kind in reset:
                 exited, entered = clocks.changes(
                     TransitionRecord(machine_id, seq, _KIND_NAMES[kind], entered=tuple(row[10]))
@@ -446,7 +498,8 @@ class MachineIndex:
         indexed ``[first, end)`` (see :class:`backends.base.IndexColumns`).
 
         Only C loops: three ``bytes.translate`` of the flags, array slices, and two
-        bisections per state; about 30 ms for a million records of five states.
+        bisections per state and for the refusals; about 30 ms for a million records of
+        five states.
         """
         a = min(max(start, self.first), self.end)
         b = max(a, min(end, self.end))
@@ -467,6 +520,7 @@ class MachineIndex:
             name=self.name_of[i:j],
             entered=tuple(part(arr) for arr in self.enters),
             exited=tuple(part(arr) for arr in self.exits),
+            refused=part(self.refusals),
         )
 
     # -- per record -----------------------------------------------------------------

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "REFUSALS",
     "RESET_KINDS",
     "Kind",
     "MachineRecord",
@@ -19,6 +20,7 @@ __all__ = [
     "StateSpec",
     "TransitionRecord",
     "TransitionSpec",
+    "is_refusal",
     "transition_id",
 ]
 
@@ -41,6 +43,25 @@ class Kind(StrEnum):
 # history consistent when what came before is unknown to the source (a fresh process
 # appending to an old history, a resurrection, or records dropped by the tracer).
 RESET_KINDS = frozenset({Kind.INIT, Kind.RESTORE, Kind.GAP})
+
+# The exceptions a library raises to say "this event does not apply in this state". A
+# record refused with one of them is an event that was not accepted (the exception is the
+# reason), not a failure of the user's code. Here, not in the inspector, so the backends'
+# query index can tell a refusal from an error without importing the inspector.
+REFUSALS = frozenset({"MachineError", "TransitionNotAllowed"})
+
+
+def is_refusal(error: Any, accepted: Any) -> bool:
+    """Whether a record's outcome is a library's refusal rather than an error.
+
+    Args:
+        error: the record's ``error`` (``(type, message)`` or None).
+        accepted: the record's ``accepted``.
+
+    Returns:
+        True when the record was not accepted and its error's type is in ``REFUSALS``.
+    """
+    return error is not None and not accepted and error[0] in REFUSALS
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import random
 import shutil
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 import backends
 from backends import query as q
-from backends.journal import JournalBackend
+from backends.journal import SIDECAR_MAGIC, JournalBackend
 from tests.contract.helpers import machine, random_history
+from tracer.records import REFUSALS, is_refusal
 
 N = 3000
 
@@ -161,3 +164,78 @@ def test_count_by_name_kind_outcome_answers_from_the_index(
         sum(r.kind in ("init", "gap") for r in history[100:]),
     ]
     assert got == want
+
+
+def _old_format(data: bytes) -> bytes:
+    """A saved index as format 2 wrote it: the same fields without ``refusals``."""
+    fields = msgpack.unpackb(data)
+    assert fields[0] == q.MachineIndex._FORMAT == 3
+    return msgpack.packb([2, *fields[1:-1]], use_bin_type=True)
+
+
+@pytest.mark.parametrize("kind", ["journal", "lmdb", "sqlite"])
+def test_an_index_saved_before_refusals_were_kept_is_rebuilt(
+    tmp_path: Path, no_rebuild: list[str], kind: str
+) -> None:
+    """An index saved by the code before ``refusals`` (format 2) would say "no refusal"
+    for every record: it is never used, read-only opens rebuild it in memory and the
+    next writable open saves the new format."""
+    url = {
+        "journal": f"journal:///{tmp_path / 'h.amj'}",
+        "lmdb": f"lmdb:///{tmp_path / 'h'}",
+        "sqlite": f"sqlite:///{tmp_path / 'h.db'}",
+    }[kind]
+    rnd = random.Random(7)
+    history = random_history("m", N, rnd)
+    for r in history[1:]:
+        if rnd.random() < 0.1:
+            r.accepted, r.error = False, (rnd.choice(sorted(REFUSALS)), "no")
+    refused = [r.seq for r in history if is_refusal(r.error, r.accepted)]
+    assert refused
+    with backends.open(url) as b:
+        b.put_machine(machine())
+        for i in range(0, N, 250):
+            b.append("m", history[i : i + 250])
+        answers = _answers(b)
+        b.flush()
+        saved = b._load_index("m")
+        assert saved is not None
+        b._save_index("m", _old_format(saved))
+        b._indexes.clear()  # as if the old code wrote the history
+    with backends.open(url, read_only=True) as b:
+        assert b.index_columns("m", 0, N) is None  # not trusted: the caller reads
+        assert no_rebuild == []
+        assert _answers(b) == answers  # a query rebuilds it in memory
+        assert no_rebuild == ["m"]
+        columns = b.index_columns("m", 0, N)
+        assert columns is not None and list(columns.refused or ()) == refused
+    with backends.open(url) as b:
+        assert _answers(b) == answers  # rebuilt again and saved in the new format
+        assert no_rebuild == ["m", "m"]
+    with backends.open(url, read_only=True) as b:
+        columns = b.index_columns("m", 0, N)
+        assert columns is not None and list(columns.refused or ()) == refused
+        assert _answers(b) == answers
+    assert no_rebuild == ["m", "m"]
+
+
+def test_a_journal_sidecar_of_the_old_format_is_rebuilt_by_a_writable_open(
+    tmp_path: Path, no_rebuild: list[str]
+) -> None:
+    """The sidecar file itself as the old code wrote it (every entry format 2)."""
+    path = tmp_path / "h.amj"
+    answers = _fill(f"journal:///{path}")
+    sidecar = Path(str(path) + ".idx")
+    with JournalBackend(str(path), read_only=True) as b:
+        entries = b._read_sidecar()
+    assert set(entries) == {"m"}
+    entries["m"][3] = _old_format(entries["m"][3])
+    body = zlib.compress(msgpack.packb(entries, use_bin_type=True), 1)
+    sidecar.write_bytes(SIDECAR_MAGIC + zlib.crc32(body).to_bytes(4, "little") + body)
+    with backends.open(f"journal:///{path}") as b:
+        assert _answers(b) == answers
+    assert no_rebuild == ["m"]
+    with JournalBackend(str(path), read_only=True) as b:
+        data = b._read_sidecar()["m"][3]
+    index = q.MachineIndex.from_bytes(data, 4)
+    assert index is not None and index.end == N

@@ -1,6 +1,7 @@
 """The record summary filled from a backend's query index (``Backend.index_columns``):
 every filter and the error count answer exactly as ``compile_filter`` over the records,
-on every file and memory backend, without reading the records (issue 7)."""
+on every file and memory backend, without reading the records (issue 7), also telling a
+library's refusal from an error (the index's ``refusals``)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import backends
 from aminspect.filters import FilteredView, LogFilter, RecordSummary, compile_filter
 from aminspect.session import Outcome, Session, outcome_of
 from backends.base import IndexColumns
+from tracer.codec import transition_to_list
 from tracer.records import MachineRecord, Schema, StateSpec, TransitionRecord
 
 pytestmark = pytest.mark.timeout(300)
@@ -62,7 +64,19 @@ FILTERS = [
 
 # one op: (what, name, kind, exit picks, enter picks, error type)
 op = st.tuples(
-    st.sampled_from(["ok", "ok", "ok", "refused", "failed", "failed-accepted", "no", "reset"]),
+    st.sampled_from(
+        [
+            "ok",
+            "ok",
+            "ok",
+            "refused",
+            "refused-accepted",
+            "failed",
+            "failed-accepted",
+            "no",
+            "reset",
+        ]
+    ),
     st.sampled_from(NAMES),
     st.sampled_from(KINDS),
     st.lists(st.integers(0, 5), max_size=3),
@@ -96,7 +110,12 @@ def history(ops: Sequence[tuple[Any, ...]], mid: str = "m") -> list[TransitionRe
                     mid, seq, "event", name, time=t, accepted=False, error=(refusal, "no")
                 )
             )
-        elif what == "failed":  # a real error, or a refusal type's name on an odd seq
+        elif what == "refused-accepted":  # a refusal type, yet accepted: an error
+            refusal = ("MachineError", "TransitionNotAllowed")[seq % 2]
+            out.append(
+                TransitionRecord(mid, seq, kind, name, time=t, accepted=True, error=(refusal, "x"))
+            )
+        elif what == "failed":  # a real error, or a refusal when err is a refusal type
             out.append(
                 TransitionRecord(mid, seq, kind, name, time=t, accepted=False, error=(err, "x"))
             )
@@ -143,15 +162,20 @@ def check_session(s: Session, records: list[TransitionRecord], mid: str = "m") -
 
 @pytest.mark.parametrize("scheme", list(URLS))
 @settings(max_examples=25)
-@given(ops=st.lists(op, min_size=0, max_size=300), batch=st.integers(1, 97))
-def test_an_index_built_summary_answers_as_the_records_do(scheme: str, ops: Any, batch: int):
+@given(ops=st.lists(op, min_size=0, max_size=300), batch=st.integers(1, 97), rows=st.booleans())
+def test_an_index_built_summary_answers_as_the_records_do(
+    scheme: str, ops: Any, batch: int, rows: bool
+):
     records = history(ops)
     with tempfile.TemporaryDirectory() as tmp:
         url = URLS[scheme](Path(tmp))
         b = backends.open(url)
         b.put_machine(MachineRecord("m", "manual", SCHEMA, created=1, updated=1))
         for i in range(0, len(records), batch):
-            b.append("m", records[i : i + batch])
+            if rows:  # the ingest server's path: the index extends column by column
+                b.append_rows("m", i, [transition_to_list(r) for r in records[i : i + batch]])
+            else:
+                b.append("m", records[i : i + batch])
         if scheme != "memory":  # a fresh open: the index comes from storage
             b.close()
             b = backends.open(url, read_only=True)
@@ -163,7 +187,11 @@ def test_an_index_built_summary_answers_as_the_records_do(scheme: str, ops: Any,
             assert summary is not None and summary.end == len(records)  # filled at once
             # only reset records were read (their touched states are stored, not indexed)
             assert counting.records <= sum(50 for r in records if r.kind in RESETS)
+            filled = counting.records
+            # refusals and errors come from the index: errors only and the count read nothing
+            assert summary.unsure(0, len(records)) == 0
             check_session(s, records)
+            assert counting.records == filled
         finally:
             b.close()
 
@@ -172,6 +200,8 @@ def test_a_reopened_journal_is_summarised_without_reading_its_records(tmp_path: 
     ops = [("ok", "go", "event", [0], [1], "")] * 4000
     ops += [("refused", "pay", "event", [], [], "")] * 10
     ops += [("failed", "pay", "event", [], [], "PaymentError")] * 10
+    ops += [("refused-accepted", "pay", "event", [], [], "")] * 3
+    ops += [("failed", "pay", "event", [], [], "MachineError")] * 4  # refusals too
     records = history(ops)
     url = f"journal:///{tmp_path / 'h.amj'}"
     b = backends.open(url)
@@ -189,10 +219,15 @@ def test_a_reopened_journal_is_summarised_without_reading_its_records(tmp_path: 
     fv = FilteredView("m", SCHEMA, LogFilter(hide_rejected=True), 0, len(records))
     while not fv.complete:
         s.scan_view(fv, 16)
-    assert fv.reads == 0 and counting.records == 1 and fv.hidden == 20
-    # errors only reads the 20 records not accepted with an error (refusal or not)
-    assert s.count_errors("m", 0, len(records)) == 10
-    assert counting.records <= 100
+    assert fv.reads == 0 and counting.records == 1 and fv.hidden == 24
+    # the index tells the 14 refusals from the 10 errors not accepted: nothing is read
+    assert s.count_errors("m", 0, len(records)) == 13
+    errors = FilteredView("m", SCHEMA, LogFilter(errors_only=True), 0, len(records))
+    while not errors.complete:
+        s.scan_view(errors, 16)
+    want = [r.seq for r in records if outcome_of(r) is Outcome.ERROR]
+    assert [errors.seq_at(i) for i in range(errors.total)] == want and len(want) == 13
+    assert errors.reads == 0 and counting.records == 1 and summary.reads == 1
     b.close()
 
 
@@ -281,3 +316,42 @@ def test_too_many_names_or_another_start_leave_the_summary_to_the_scans():
     limited = RecordSummary(0, 1, limit=2)
     limited.fill(columns(3), no_read)
     assert limited.end == 2 and limited.full
+
+
+def test_columns_without_refusals_leave_errors_not_accepted_to_reads():
+    """An index that does not tell refusals (``refused`` None: an older backend object)
+    leaves records not accepted with an error ``UNSURE`` for ``resolve``; one that does
+    classifies them at once."""
+    records = [TransitionRecord("m", i, "event", "go", time=i) for i in range(6)]
+    records[1].accepted, records[1].error = False, ("MachineError", "no")
+    records[2].accepted, records[2].error = False, ("PaymentError", "x")
+    records[3].accepted, records[3].error = True, ("TransitionNotAllowed", "x")
+    records[4].accepted = False
+    read: list[tuple[int, int]] = []
+
+    def reader(a: int, b: int) -> list[TransitionRecord]:
+        read.append((a, b))
+        return records[a:b]
+
+    kw: dict[str, Any] = dict(
+        accepted=b"\x01\x02\x02\x01\x02\x01", error=b"\x00\x01\x01\x01\x00\x00"
+    )
+    schema = Schema((StateSpec("A"),))
+    want = [r.seq for r in records if compile_filter(LogFilter(errors_only=True), schema)(r)]
+    assert want == [2, 3]
+
+    old = RecordSummary(0, 1)
+    assert old.fill(columns(6, **kw), reader) and read == []
+    assert old.unsure(0, 6) == 2
+    assert old.resolve(reader, 0, 6) == 1 and read == [(1, 3)]
+    assert old.errors(0, 6) == 2
+    assert old.matches(LogFilter(errors_only=True), schema, 0, 6) == want
+
+    read.clear()
+    new = RecordSummary(0, 1)
+    assert new.fill(columns(6, refused=array("q", [1]), **kw), reader)
+    assert new.unsure(0, 6) == 0 and new.resolve(reader, 0, 6) == 0 and read == []
+    assert new.errors(0, 6) == 2
+    assert new.matches(LogFilter(errors_only=True), schema, 0, 6) == want
+    assert new.matches(LogFilter(hide_rejected=True), schema, 0, 6) == [0, 3, 5]
+    assert bytes(new.outcome) == bytes(old.outcome)
