@@ -273,7 +273,7 @@ class LMDBBackend(BaseBackend):
                 # MDB_APPEND (no tree search per key, full pages) needs keys above every
                 # key of the database: true when this machine's keys sort last (one
                 # machine, or the newest one); the batch's own keys ascend.
-                append = not cur.last() or cur.key() < items[0][0]
+                append = not cur.last() or bytes(cur.key()) < items[0][0]
                 _, added = cur.putmulti(items, overwrite=False, append=append)
             if added != len(items):
                 raise BackendError(f"{machine_id}: {self.path} already holds some of these seqs")
