@@ -237,3 +237,24 @@ def test_records_of_a_parent_that_never_commits_wait_and_others_flow():
         (Kind.SET, 2),
         (Kind.EVENT, None),
     ]
+
+
+def test_flush_cuts_short_the_senders_linger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sender lingers after a wake-up so a batch builds up; a flush arriving meanwhile
+    must not wait the linger out (it did: up to 30 ms on every flush)."""
+    import time
+
+    import tracer.core
+
+    monkeypatch.setattr(tracer.core, "LINGER", 30.0)  # a linger no flush could wait out
+    sink = MemorySink()
+    m = toggle_machine()
+    h = attach(m, sink=sink, name="m")
+    assert h.flush(5)
+    m.set("On")
+    time.sleep(0.2)  # the add's urgency is spent: this record's wake-up lingers
+    m.set("Off")
+    time.sleep(0.2)  # the sender is lingering now
+    assert h.flush(5), "the flush waited for the linger"
+    assert [r.name for r in sink.records["m"]][-2:] == ["=On", "=Off"]
+    h.detach()
