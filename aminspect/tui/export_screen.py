@@ -47,6 +47,9 @@ class ExportScreen(ModalScreen[ExportChoice | None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel"),
         Binding("ctrl+s", "export", "Export"),
+        # Priority: a focused RadioSet takes enter to pick a button (space does that
+        # here), so without it enter wrote nothing unless the path field had focus.
+        Binding("enter", "enter", "Export", show=False, priority=True),
     ]
 
     def __init__(self, machine_id: str | None, machines: int, directory: Path) -> None:
@@ -159,6 +162,14 @@ class ExportScreen(ModalScreen[ExportChoice | None]):
             self._error(f"no such directory: {path.parent}")
             return
         self.dismiss(ExportChoice(self.fmt, path, self.scope))
+
+    def action_enter(self) -> None:
+        """Enter writes, as the title says, wherever the focus is; on Cancel it cancels."""
+        focused = self.focused
+        if focused is not None and focused.id == "export-cancel":
+            self.action_cancel()
+        else:
+            self.action_export()
 
     @on(Button.Pressed, "#export-cancel")
     def _cancel(self) -> None:

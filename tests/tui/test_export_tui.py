@@ -126,6 +126,35 @@ async def test_the_dialog_defaults_cancels_and_reports_errors(shop_app: Inspecto
         assert any("the file being inspected" in n for n in notices(shop_app))
 
 
+async def test_enter_writes_from_wherever_the_focus_is(shop_app: InspectorApp, tmp_path):
+    """E then enter writes the proposed file (the focus starts on the format buttons, which
+    took enter for themselves); tab to Cancel and enter cancels."""
+    shop_app.export_dir = tmp_path
+    async with shop_app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("E")
+        await pilot.pause()
+        screen = shop_app.screen
+        assert isinstance(screen, ExportScreen)
+        await pilot.press("down", "space")  # JSON Lines, picked with the keyboard
+        await pilot.pause()
+        assert screen.fmt == "jsonl"
+        proposed = screen.query_one("#export-path", Input).value
+        await pilot.press("enter")
+        await settle(pilot)
+        assert not isinstance(shop_app.screen, ExportScreen)
+        assert [p.name for p in tmp_path.iterdir()] == [proposed.rsplit("/", 1)[-1]]
+        assert proposed.endswith(".jsonl")
+        await pilot.press("E")
+        await pilot.pause()
+        screen = shop_app.screen
+        screen.query_one("#export-cancel").focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        assert not isinstance(shop_app.screen, ExportScreen)
+        assert len(list(tmp_path.iterdir())) == 1  # cancelled: nothing more written
+
+
 async def test_palette_offers_export_timeline_diff_and_mark(shop_app: InspectorApp):
     async with shop_app.run_test(size=SIZE) as pilot:
         await settle(pilot)
