@@ -29,6 +29,9 @@ class FilterScreen(ModalScreen[LogFilter | None]):
         Binding("escape", "cancel", "Cancel"),
         Binding("ctrl+s", "apply", "Apply"),
         Binding("ctrl+r", "reset", "Clear all"),
+        # Priority: a focused Checkbox takes enter to toggle itself (space does that
+        # here), so enter on a checkbox applied nothing, unlike the title says.
+        Binding("enter", "apply", "Apply", show=False, priority=True),
     ]
 
     FIELDS: ClassVar[list[tuple[str, str, str]]] = [

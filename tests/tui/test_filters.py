@@ -119,6 +119,24 @@ async def test_hide_not_accepted_and_clear(shop_app: InspectorApp):
         assert s.filter == LogFilter() and s.filtered is None
 
 
+async def test_filter_screen_enter_applies_from_a_checkbox(shop_app: InspectorApp):
+    """Shift+tab up to "errors only", space ticks it, enter applies (a focused checkbox
+    took enter to toggle itself)."""
+    async with shop_app.run_test(size=SIZE) as pilot:
+        app = await order1(pilot)
+        await pilot.press("F")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, FilterScreen)
+        await pilot.press("shift+tab", "space")
+        await pilot.pause()
+        assert screen.query_one("#filter-errors", Checkbox).value
+        await pilot.press("enter")
+        await settle(pilot)
+        assert not isinstance(app.screen, FilterScreen)
+        assert app.session.filter == LogFilter(errors_only=True)
+
+
 async def test_filter_screen_sets_every_filter(shop_app: InspectorApp):
     async with shop_app.run_test(size=SIZE) as pilot:
         app = await order1(pilot)
