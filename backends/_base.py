@@ -319,8 +319,7 @@ class BaseBackend(ABC):
             index = self._stored_index(machine_id)
             if index is None:
                 index = _query.MachineIndex.build(self, machine_id)
-                if not self.read_only:
-                    self._persist_index(machine_id, index)
+                self._persist_index(machine_id, index)
             self._indexes[machine_id] = index
         return index
 
@@ -345,8 +344,15 @@ class BaseBackend(ABC):
             index.extend(self._checked_read(machine_id, pos, upto), m.record.schema)
             pos = upto
 
+    # Whether a read-only open may save the index it built (a cache kept outside the
+    # recording, like the journal's sidecar file): else every read-only open of a history
+    # without a usable saved index builds it again from every record.
+    _saves_index_read_only = False
+
     def _persist_index(self, machine_id: str, index: _query.MachineIndex) -> None:
-        if self.read_only or self._closed or index.saved_end == index.end:
+        if (self.read_only and not self._saves_index_read_only) or self._closed:
+            return
+        if index.saved_end == index.end:
             return
         try:
             self._save_index(machine_id, index.to_bytes())

@@ -675,9 +675,14 @@ class JournalBackend(BaseBackend):
             finally:
                 self._sidecar_batched = False
 
+    # The sidecar is a cache beside the journal, never the recording: a read-only open
+    # (the TUI, aminspect open) that had to build an index saves it too, so the next open
+    # of a journal whose sidecar was missing, stale or of an older format is fast again.
+    _saves_index_read_only = True
+
     def _write_sidecar(self) -> None:
         """Write the saved indexes (and the other machines' entries already in the file)."""
-        if not self._sidecar_pending or self.read_only or self._fd < 0:
+        if not self._sidecar_pending or self._fd < 0:
             return
         entries = self._read_sidecar()
         for mid, (last, _, _, data) in self._sidecar_pending.items():
@@ -695,7 +700,10 @@ class JournalBackend(BaseBackend):
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            log.warning("journal %s: cannot save the query index (%s)", self.path, exc)
+            # A read-only open on read-only media: expected, and only a cache.
+            (log.debug if self.read_only else log.warning)(
+                "journal %s: cannot save the query index (%s)", self.path, exc
+            )
             return
         self._sidecar_pending.clear()
 
@@ -900,5 +908,7 @@ class JournalBackend(BaseBackend):
                     self._rewrite(keep_damaged=False)
                 self._sidecar_pending = pending
                 self._write_sidecar()
+            elif self.read_only:
+                self._write_sidecar()  # an index extended over a growing journal meanwhile
         finally:
             self._release()

@@ -119,6 +119,58 @@ def test_journal_stale_or_damaged_sidecar_is_rebuilt(
     assert no_rebuild == ["m"]
 
 
+@pytest.mark.parametrize("sidecar", ["missing", "old-format"])
+def test_a_read_only_open_saves_the_journal_index_it_built(
+    tmp_path: Path, no_rebuild: list[str], sidecar: str
+) -> None:
+    """A read-only open (the TUI, ``aminspect open``) that had to build the index saves
+    the sidecar cache, so the next read-only open loads it; the journal itself is never
+    written."""
+    path = tmp_path / "h.amj"
+    answers = _fill(f"journal:///{path}")
+    side = Path(str(path) + ".idx")
+    if sidecar == "missing":
+        side.unlink()
+    else:
+        with JournalBackend(str(path), read_only=True) as b:
+            entries = b._read_sidecar()
+        entries["m"][3] = _old_format(entries["m"][3])
+        body = zlib.compress(msgpack.packb(entries, use_bin_type=True), 1)
+        side.write_bytes(SIDECAR_MAGIC + zlib.crc32(body).to_bytes(4, "little") + body)
+    journal = path.read_bytes()
+    with backends.open(f"journal:///{path}", read_only=True) as b:
+        assert _answers(b) == answers
+    assert no_rebuild == ["m"]
+    with backends.open(f"journal:///{path}", read_only=True) as b:
+        assert b.index_columns("m", 0, N) is not None  # loaded, not built
+        assert _answers(b) == answers
+    assert no_rebuild == ["m"]
+    assert path.read_bytes() == journal
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.amj", "h.amj.idx"]
+
+
+def test_a_read_only_open_of_a_journal_it_cannot_write_beside_still_works(
+    tmp_path: Path, no_rebuild: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sidecar cannot be written (read-only media; here its temporary file's name is
+    taken by a directory, which fails for root too): the open answers and says nothing."""
+    import logging
+    import os
+
+    path = tmp_path / "h.amj"
+    answers = _fill(f"journal:///{path}")
+    Path(str(path) + ".idx").unlink()
+    Path(f"{path}.idx.tmp-{os.getpid()}").mkdir()
+    with (
+        caplog.at_level(logging.DEBUG, logger="backends"),
+        backends.open(f"journal:///{path}", read_only=True) as b,
+    ):
+        assert _answers(b) == answers
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("cannot save the query index" in r.getMessage() for r in caplog.records)
+    assert not Path(str(path) + ".idx").exists()
+
+
 def test_journal_sidecar_after_delete_is_not_used(tmp_path: Path, no_rebuild: list[str]) -> None:
     url = f"journal:///{tmp_path / 'h.amj'}"
     _fill(url)
@@ -178,8 +230,9 @@ def test_an_index_saved_before_refusals_were_kept_is_rebuilt(
     tmp_path: Path, no_rebuild: list[str], kind: str
 ) -> None:
     """An index saved by the code before ``refusals`` (format 2) would say "no refusal"
-    for every record: it is never used, read-only opens rebuild it in memory and the
-    next writable open saves the new format."""
+    for every record: it is never used. A read-only open rebuilds it in memory (and the
+    journal, whose index is a cache file beside it, saves that); the next writable open
+    saves the new format."""
     url = {
         "journal": f"journal:///{tmp_path / 'h.amj'}",
         "lmdb": f"lmdb:///{tmp_path / 'h'}",
@@ -209,14 +262,16 @@ def test_an_index_saved_before_refusals_were_kept_is_rebuilt(
         assert no_rebuild == ["m"]
         columns = b.index_columns("m", 0, N)
         assert columns is not None and list(columns.refused or ()) == refused
+    # the journal's read-only open saved its sidecar: nothing to rebuild any more
+    rebuilds = ["m"] if kind == "journal" else ["m", "m"]
     with backends.open(url) as b:
-        assert _answers(b) == answers  # rebuilt again and saved in the new format
-        assert no_rebuild == ["m", "m"]
+        assert _answers(b) == answers  # saved in the new format
+        assert no_rebuild == rebuilds
     with backends.open(url, read_only=True) as b:
         columns = b.index_columns("m", 0, N)
         assert columns is not None and list(columns.refused or ()) == refused
         assert _answers(b) == answers
-    assert no_rebuild == ["m", "m"]
+    assert no_rebuild == rebuilds
 
 
 def test_a_journal_sidecar_of_the_old_format_is_rebuilt_by_a_writable_open(
