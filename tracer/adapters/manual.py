@@ -39,8 +39,11 @@ class ManualMachine:
         self._index = {n: i for i, n in enumerate(names)}
         # Per state, computed once (calls then cost set operations only): the state with
         # its ancestors (what adding it activates), with its descendants (what removing
-        # it deactivates), and the default record names: name -> (up, down, +, -, =).
-        self._fast: dict[str, tuple[frozenset[int], frozenset[int], str, str, str]] = {}
+        # it deactivates), and the default record names of add, remove and set:
+        # name -> ((up, down), (+name, -name, =name)).
+        self._fast: dict[
+            str, tuple[tuple[frozenset[int], frozenset[int]], tuple[str, str, str]]
+        ] = {}
         children: list[list[int]] = [[] for _ in names]
         for i in range(len(names)):
             parent = schema.parent_of(i)
@@ -56,7 +59,7 @@ class ManualMachine:
 
         for i, n in enumerate(names):
             up = schema.with_ancestors((i,))
-            self._fast[n] = (up, descendants(i), "+" + n, "-" + n, "=" + n)
+            self._fast[n] = ((up, descendants(i)), ("+" + n, "-" + n, "=" + n))
         self._steps: dict[
             tuple[frozenset[int], str], tuple[frozenset[int], tuple[int, ...], tuple[int, ...]]
         ] = {}
@@ -74,13 +77,14 @@ class ManualMachine:
         except (KeyError, TypeError):
             return self.schema.index(state) in self._active  # raises naming the state
 
-    def _closure(self, states: Iterable[str]) -> frozenset[int]:
+    def _closure(self, states: Iterable[str], down: bool = False) -> frozenset[int]:
+        """The states with their ancestors (or, ``down``, with their descendants)."""
         fast = self._fast
         out: frozenset[int] = frozenset()
         for s in states:
             got = fast.get(s)
             # not a state: schema.index raises KeyError naming it
-            out |= got[0] if got is not None else {self.schema.index(s)}
+            out |= got[0][down] if got is not None else {self.schema.index(s)}
         return out
 
     def _step(
@@ -99,82 +103,43 @@ class ManualMachine:
             self._steps.setdefault((step[0], ""), step)
         return step
 
+    def add(self, *states: str, name: str | None = None, args: Any = None) -> None:
+        """Activate states (and their ancestors)."""
+        self._mutate(_ADD, states, name, args)
+
+    def remove(self, *states: str, name: str | None = None, args: Any = None) -> None:
+        """Deactivate states (and their descendants)."""
+        self._mutate(_REMOVE, states, name, args)
+
+    def set(self, *states: str, name: str | None = None, args: Any = None) -> None:
+        """Make exactly these states (and their ancestors) active."""
+        self._mutate(_SET, states, name, args)
+
     # The single-state call is the usual one: a remembered step (see _step) or a dict
     # lookup and set operations. A machine going back and forth between configurations
     # then reuses the same frozensets and tuples: each record keeps fewer new objects
     # alive in the tracer's buffer (fewer garbage collections). lock.acquire/release
     # with try/finally costs half of ``with lock`` (measured).
-    def add(self, *states: str, name: str | None = None, args: Any = None) -> None:
-        """Activate states (and their ancestors)."""
+    def _mutate(self, op: int, states: tuple[str, ...], name: str | None, args: Any) -> None:
+        """``add`` (op 0), ``remove`` (1) or ``set`` (2) of ``states``."""
         fast = self._fast.get(states[0]) if len(states) == 1 else None
         lock = self._lock
         lock.acquire()
         try:
             active = self._active
             if fast is not None:
-                step = self._steps.get((active, fast[2]))
+                default = fast[1][op]
+                step = self._steps.get((active, default))
                 if step is None:
-                    entered = fast[0] - active
-                    step = self._step((active, fast[2]), active | entered, _EMPTY, entered)
-                name = name or fast[2]
+                    targets = fast[0][op == _REMOVE]
+                    step = self._step((active, default), *_effect(op, targets, active))
             else:
-                entered = self._closure(states) - active
-                step = (active | entered, (), _tuple(entered))
-                name = name or "+" + ",".join(states)
+                default = "+-="[op] + ",".join(states)
+                after, exited, entered = _effect(op, self._closure(states, op == _REMOVE), active)
+                step = (after, _tuple(exited), _tuple(entered))
             self._active = after = step[0]
             for ch in self._channels:
-                ch.emit_change(Kind.ADD, name, (), step[2], after, args)
-        finally:
-            lock.release()
-
-    def remove(self, *states: str, name: str | None = None, args: Any = None) -> None:
-        """Deactivate states (and their descendants)."""
-        fast = self._fast.get(states[0]) if len(states) == 1 else None
-        lock = self._lock
-        lock.acquire()
-        try:
-            active = self._active
-            if fast is not None:
-                step = self._steps.get((active, fast[3]))
-                if step is None:
-                    exited = fast[1] & active
-                    step = self._step((active, fast[3]), active - exited, exited, _EMPTY)
-                name = name or fast[3]
-            else:
-                down: frozenset[int] = frozenset()
-                for s in states:
-                    got = self._fast.get(s)
-                    # not a state: schema.index raises KeyError naming it
-                    down |= got[1] if got is not None else {self.schema.index(s)}
-                exited = down & active
-                step = (active - exited, _tuple(exited), ())
-                name = name or "-" + ",".join(states)
-            self._active = after = step[0]
-            for ch in self._channels:
-                ch.emit_change(Kind.REMOVE, name, step[1], (), after, args)
-        finally:
-            lock.release()
-
-    def set(self, *states: str, name: str | None = None, args: Any = None) -> None:
-        """Make exactly these states (and their ancestors) active."""
-        fast = self._fast.get(states[0]) if len(states) == 1 else None
-        lock = self._lock
-        lock.acquire()
-        try:
-            active = self._active
-            if fast is not None:
-                step = self._steps.get((active, fast[4]))
-                if step is None:
-                    target = fast[0]
-                    step = self._step((active, fast[4]), target, active - target, target - active)
-                name = name or fast[4]
-            else:
-                target = self._closure(states)
-                step = (target, _tuple(active - target), _tuple(target - active))
-                name = name or "=" + ",".join(states)
-            self._active = after = step[0]
-            for ch in self._channels:
-                ch.emit_change(Kind.SET, name, step[1], step[2], after, args)
+                ch.emit_change(_KINDS[op], name or default, step[1], step[2], after, args)
         finally:
             lock.release()
 
@@ -246,6 +211,22 @@ class ManualMachine:
 
 _EMPTY: frozenset[int] = frozenset()
 _STEPS_MAX = 4096  # remembered steps per machine (see ManualMachine._step)
+_ADD, _REMOVE, _SET = 0, 1, 2  # ManualMachine._mutate's ops
+_KINDS = (Kind.ADD, Kind.REMOVE, Kind.SET)
+
+
+def _effect(
+    op: int, targets: frozenset[int], active: frozenset[int]
+) -> tuple[frozenset[int], frozenset[int], frozenset[int]]:
+    """(after, exited, entered) of an op on ``active``: ``targets`` are the states with
+    their ancestors (add, set) or with their descendants (remove)."""
+    if op == _ADD:
+        entered = targets - active
+        return active | entered, _EMPTY, entered
+    if op == _REMOVE:
+        exited = targets & active
+        return active - exited, exited, _EMPTY
+    return targets, active - targets, targets - active
 
 
 def _tuple(indexes: frozenset[int]) -> tuple[int, ...]:
