@@ -598,6 +598,13 @@ class BaseBackend(ABC):
         Raises:
             As ``append``; BackendError also for rows that are not 13-field lists.
         """
+        self._append_rows(machine_id, first, rows, trusted=False)
+
+    def _append_rows(
+        self, machine_id: str, first: int, rows: Sequence[Sequence[Any]], *, trusted: bool
+    ) -> None:
+        """``append_rows`` and ``write_rows``: ``trusted`` rows (the tracer's) skip the
+        per-row checks of ``_rows_ok``; they may be tuples."""
         if not rows:
             return self.append(machine_id, [])
         with self._lock:
@@ -628,10 +635,15 @@ class BaseBackend(ABC):
                 and first == m.highest + 1
                 and index is not None
                 and index.end == first
-                and self._rows_ok(m, first, rows)
+                and (
+                    first + len(rows) - 1 <= _MAX_SEQ if trusted else self._rows_ok(m, first, rows)
+                )
             )
             if not fast:
-                self.append(machine_id, _rows_to_records(machine_id, rows))
+                if trusted:
+                    self.append(machine_id, [row_to_record(machine_id, r) for r in rows])
+                else:
+                    self.append(machine_id, _rows_to_records(machine_id, rows))
                 return
             assert index is not None
             self._append_rows_indexed(machine_id, m, first, rows, index)
@@ -1269,32 +1281,9 @@ class BaseBackend(ABC):
         Raises:
             As ``append_rows``.
         """
-        if not self._stores_rows:
-            self.append(machine_id, [row_to_record(machine_id, r) for r in rows])
-            return
-        if rows:
-            with self._lock:
-                m = self._cache.get(machine_id)
-                index = self._indexes.get(machine_id)
-                if (
-                    m is not None
-                    and index is not None
-                    and not self._closed
-                    and not self.read_only
-                    and self._auto_snapshots
-                    and first_seq == m.highest + 1 == index.end
-                    and first_seq + len(rows) - 1 <= _MAX_SEQ
-                    and machine_id not in self._recovering
-                ):
-                    # The usual batch: it continues an indexed history. The tracer numbered
-                    # the rows itself (contiguous from first_seq) with state indexes of the
-                    # schema it registered, so append_rows' per-row checks are skipped.
-                    self._append_rows_indexed(machine_id, m, first_seq, rows, index)
-                    if self.max_records is not None:
-                        self._trim(machine_id, m)
-                    return
-        # append_rows takes wire rows, which msgpack decodes as lists.
-        self.append_rows(machine_id, first_seq, list(map(list, rows)))
+        # The tracer numbered the rows itself (contiguous from first_seq) with state
+        # indexes of the schema it registered: append_rows' per-row checks are skipped.
+        self._append_rows(machine_id, first_seq, rows, trusted=True)
 
     def dispose(self, machine_id: str) -> None:
         """Sink: the machine is no longer traced; its cached clocks are released."""
