@@ -156,10 +156,7 @@ class MemoryBackend(BaseBackend):
             stream = self._streams[machine_id] = _Stream()
         data, offsets = stream.data, stream.offsets
         # In C loops: each record starts where the previous one ends.
-        lengths = list(map(len, blobs))
-        lengths[-1] = len(data)  # the last length is not needed: it seeds the sums
-        lengths.insert(0, lengths.pop())
-        offsets.extend(accumulate(lengths))
+        offsets.extend(accumulate(map(len, blobs[:-1]), initial=len(data)))
         data += b"".join(blobs)
         stream.highest = highest
         for snap in snapshots:
