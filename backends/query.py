@@ -112,6 +112,17 @@ def _acc_bits(accepted: object) -> int:
     return (accepted == True) | ((accepted == False) << 1)  # noqa: E712
 
 
+def _flags(accepted: Any, error: Any, code: int) -> int:
+    """A record's flags byte (see above) from its accepted, error and kind code (a code
+    the index does not know becomes _NO_KIND)."""
+    acc = _ACC_TRUE if accepted is True else _ACC_FALSE if accepted is False else None
+    return (
+        (_acc_bits(accepted) if acc is None else acc)
+        | (0 if error is None else _HAS_ERROR)
+        | ((code if code in _KIND_NAMES else _NO_KIND) << 3)
+    )
+
+
 def _refused(error: Any, accepted: Any) -> bool:
     """``tracer.records.is_refusal`` for any stored value: False for an error that has no
     type to test (the inspector's ``outcome_of`` cannot judge it either)."""
@@ -306,7 +317,7 @@ class MachineIndex:
             name_of.append(nid)
             acc = rec.accepted
             err = rec.error
-            flags.append(
+            flags.append(  # _flags(acc, err, code), inlined: once per appended record
                 (_ACC_TRUE if acc is True else _ACC_FALSE if acc is False else _acc_bits(acc))
                 | (0 if err is None else _HAS_ERROR)
                 | (codes.get(rec.kind, _NO_KIND) << 3)
@@ -405,16 +416,7 @@ class MachineIndex:
             else:
                 self.flags.frombytes(bytes([kind_bits[k] | _ACC_TRUE for k in kinds]))
         else:
-            self.flags.frombytes(
-                bytes(
-                    [
-                        (_ACC_TRUE if a is True else _ACC_FALSE if a is False else _acc_bits(a))
-                        | (0 if e is None else _HAS_ERROR)
-                        | kind_bits[k]
-                        for a, e, k in zip(accs, errs, kinds, strict=True)
-                    ]
-                )
-            )
+            self.flags.frombytes(bytes(map(_flags, accs, errs, kinds)))
         seqs = range(rows[0][0], rows[0][0] + n)
         if not no_errors:  # refusals: only batches holding an error pay for the test
             self.refusals.extend(_refused_seqs(seqs, accs, errs))
@@ -466,11 +468,7 @@ class MachineIndex:
             name_of.append(nid)
             acc = row[7]
             err = row[8]
-            flags.append(
-                (_ACC_TRUE if acc is True else _ACC_FALSE if acc is False else _acc_bits(acc))
-                | (0 if err is None else _HAS_ERROR)
-                | ((kind if kind in _KIND_NAMES else _NO_KIND) << 3)
-            )
+            flags.append(_flags(acc, err, kind))
             if err is not None and _refused(err, acc):
                 self.refusals.append(seq)
             if kind in reset:
