@@ -23,7 +23,6 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
 from itertools import compress, repeat
 from operator import sub
 
@@ -202,16 +201,13 @@ class RecordSummary:
     machine has more than 254 kinds, 65,535 event names or 64 states (the filters then
     read those records), so its memory stays bounded.
 
-    The outcome byte is one of ``ACCEPTED``, ``REJECTED``, ``ERROR`` (not accepted),
-    ``ACCEPTED_ERROR`` (an error although ``accepted`` is true) or ``UNSURE``: not
-    accepted with an error, from an index that does not say whether it is a library's
-    refusal (rejected) or a real error (``IndexColumns.refused`` is None); ``resolve``
-    reads those before ``errors`` or an errors-only filter.
+    The outcome byte is one of ``ACCEPTED``, ``REJECTED``, ``ERROR`` (not accepted) or
+    ``ACCEPTED_ERROR`` (an error although ``accepted`` is true).
     """
 
     LIMIT = 4_000_000  # records: ~48 MB
 
-    ACCEPTED, REJECTED, ERROR, ACCEPTED_ERROR, UNSURE = 0, 1, 2, 3, 4
+    ACCEPTED, REJECTED, ERROR, ACCEPTED_ERROR = 0, 1, 2, 3
 
     def __init__(self, first: int, n_states: int, limit: int = LIMIT) -> None:
         self.first = first
@@ -225,8 +221,7 @@ class RecordSummary:
         self.names: dict[str, int] = {}
         self.full = n_states > 64
         self._lock = threading.Lock()
-        self._resolving = threading.Lock()  # one reader of unsure records at a time
-        self.reads = 0  # backend reads made by ``fill`` and ``resolve``
+        self.reads = 0  # backend reads made by ``fill``
 
     @property
     def end(self) -> int:
@@ -283,8 +278,7 @@ class RecordSummary:
         records of a kind it does not name and records whose ``accepted`` is neither
         true nor false are read through ``read(start, end)`` (usually a handful). Records
         not accepted with an error are refusals (rejected) or errors as the index's
-        ``refused`` says, without reads; columns without it leave them ``UNSURE`` for
-        ``resolve``.
+        ``refused`` says, without reads.
 
         Returns:
             Whether the summary now covers ``columns`` (False: it is left as it was;
@@ -297,19 +291,15 @@ class RecordSummary:
         # outcome: one byte of (accepted bits | error << 2), mapped by a table; the
         # error column is 0/1, so shifting the whole int by 2 keeps it in its byte
         both = (_as_int(c.accepted[:n]) | (_as_int(c.error[:n]) << 2)).to_bytes(n, "little")
-        refused = c.refused
-        if refused is None:
-            outcome = bytearray(both.translate(_OUTCOME_OF))
-        else:
-            # not accepted with an error: an error unless the index lists it as a refusal.
-            # Reading 9,900 such records of a million journal records instead took errors
-            # only and the error count 3.7-3.9 s after open (now 0.3-0.6 and 0.7 s); the
-            # loop below costs ~9 ms for 77,000 refusals.
-            outcome = bytearray(both.translate(_OUTCOME_KNOWN))
-            lo, hi = c.start, c.start + n
-            for seq in refused[bisect_left(refused, lo) : bisect_left(refused, hi)]:
-                if outcome[seq - lo] == self.ERROR:
-                    outcome[seq - lo] = self.REJECTED
+        outcome = bytearray(both.translate(_OUTCOME_OF))
+        # not accepted with an error: an error unless the index lists it as a refusal.
+        # Reading 9,900 such records of a million journal records instead took errors
+        # only and the error count 3.7-3.9 s after open (now 0.3-0.6 and 0.7 s); the
+        # loop below costs ~9 ms for 77,000 refusals.
+        refused, lo, hi = c.refused, c.start, c.start + n
+        for seq in refused[bisect_left(refused, lo) : bisect_left(refused, hi)]:
+            if outcome[seq - lo] == self.ERROR:
+                outcome[seq - lo] = self.REJECTED
         # kinds: the codes present, numbered in code order; unknown ones are read
         kinds: dict[str, int] = {}
         table = bytearray(256)
@@ -360,47 +350,14 @@ class RecordSummary:
                 self.full = True
         return True
 
-    def unsure(self, start: int, end: int) -> int:
-        """``UNSURE`` records in ``[start, end)`` (a covered range)."""
-        return self.outcome.count(self.UNSURE, start - self.first, end - self.first)
-
-    def resolve(
-        self, read: Callable[[int, int], Sequence[TransitionRecord]], start: int, end: int
-    ) -> int:
-        """I/O: read the ``UNSURE`` records of ``[start, end)`` (a covered range) and
-        store their outcomes; returns how many reads it made.
-
-        Needed before ``errors`` or an errors-only ``matches`` over the range: a refusal
-        is rejected, not an error, and only the record says which it is.
-        """
-        if not self.unsure(start, end):
-            return 0
-        base = self.first
-        with self._resolving:  # a second caller waits, then finds them resolved
-            a, b = start - base, end - base
-            flags = bytes(self.outcome[a:b]).translate(_IS_UNSURE)
-            seqs = list(compress(range(start, end), flags))
-            reads = 0
-            for lo, hi in _runs(seqs):
-                reads += 1
-                records = read(lo, hi)
-                with self._lock:
-                    outcome = self.outcome
-                    for r in records:
-                        i = r.seq - base
-                        if 0 <= i < len(outcome) and outcome[i] == self.UNSURE:
-                            outcome[i] = _outcome_code(r)
-            self.reads += reads
-            return reads
-
     def errors(self, start: int, end: int) -> int:
-        """Records with an error in ``[start, end)`` (a covered, resolved range)."""
+        """Records with an error in ``[start, end)`` (a covered range)."""
         a, b = start - self.first, end - self.first
         return self.outcome.count(self.ERROR, a, b) + self.outcome.count(self.ACCEPTED_ERROR, a, b)
 
     def matches(self, flt: LogFilter, schema: Schema, start: int, end: int) -> list[int]:
-        """The seqs of ``[start, end)`` (covered; resolved for ``errors_only``) that pass
-        ``flt``; the same answer as ``compile_filter`` over the records."""
+        """The seqs of ``[start, end)`` (covered) that pass ``flt``; the same answer as
+        ``compile_filter`` over the records."""
         base = self.first
         with self._lock:
             a, b = start - base, end - base
@@ -453,22 +410,19 @@ _OUTCOME_OF = bytes(
         RecordSummary.ACCEPTED,  # 1: accepted == True, no error
         RecordSummary.REJECTED,  # 2: accepted == False, no error
         RecordSummary.ACCEPTED_ERROR,  # 5: accepted == True, an error
-        RecordSummary.UNSURE,  # 6: accepted == False, an error: a refusal or not
+        RecordSummary.ERROR,  # 6: accepted == False, an error (fill marks refusals)
     )[(1, 2, 5, 6).index(i)]
     if i in (1, 2, 5, 6)
     else _SPECIAL
     for i in range(256)
 )
-# the same when the index tells refusals apart: 6 is an error until its refusal is listed
-_OUTCOME_KNOWN = _OUTCOME_OF.replace(bytes((RecordSummary.UNSURE,)), bytes((RecordSummary.ERROR,)))
 _IS_SPECIAL = bytes(1 if i == _SPECIAL else 0 for i in range(256))
-_IS_UNSURE = bytes(1 if i == RecordSummary.UNSURE else 0 for i in range(256))
 # Records to read are read in runs: neighbours fewer than _RUN_GAP apart share a read, up
 # to _RUN_MAX records (a filter block). In the app a read in a worker costs far more than
 # its decoding (each file read hands the GIL to the UI thread, and getting it back can
-# take a 5 ms switch interval): for 9,900 errors spread over a million journal records,
+# take a 5 ms switch interval): for 9,900 records spread over a million journal records,
 # runs of up to 500 records took 3.3 s alone but 11-13 s in the app, one read per block
-# 4.3 s alone and 6.1 s in the app (which reads them to filter errors only, as before).
+# 4.3 s alone and 6.1 s in the app.
 _RUN_GAP = 1024
 _RUN_MAX = 4096
 
@@ -624,9 +578,8 @@ class FilteredView:
     ) -> int:
         """I/O: scan up to ``blocks`` more blocks; returns how many records were read.
 
-        A block the ``summary`` covers is answered from it without a read (an
-        errors-only filter reads the block's records that may be refusals, if any); a
-        block read is offered to it. ``keep`` receives each read block's shown records: the session
+        A block the ``summary`` covers is answered from it without a read; a block read
+        is offered to it. ``keep`` receives each read block's shown records: the session
         caches them, so the log draws a filtered screen without reading their pages.
         """
         done = 0
@@ -637,8 +590,6 @@ class FilteredView:
                 break
             end = min(count, (start // self.block + 1) * self.block)
             if summary is not None and summary.covers(start, end):
-                if self.filter.errors_only:  # refusals are not errors: read to tell
-                    self.reads += summary.resolve(partial(read, self.machine_id), start, end)
                 seqs = array("q", summary.matches(self.filter, self._schema, start, end))
             else:
                 records = read(self.machine_id, start, end)

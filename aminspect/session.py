@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from aminspect.filters import BLOCK, FilteredView, LogFilter, RecordSummary, next_change
+from aminspect.filters import FilteredView, LogFilter, RecordSummary, next_change
 from backends.base import Backend, BackendError
 from tracer.machine_time import MachineTime
 from tracer.records import (
@@ -671,9 +671,6 @@ class Session:
         """
         summary = self.summary(machine_id)
         if summary is not None and summary.covers(start, end):
-            # the rest of the filter block too: one read serves the next chunks as well
-            upto = min(summary.end, max(end, (start // BLOCK + 1) * BLOCK))
-            summary.resolve(lambda a, b: self.backend.read(machine_id, a, b), start, upto)
             return summary.errors(start, end)
         total = 0
         pos = start

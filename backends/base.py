@@ -126,8 +126,7 @@ class IndexColumns:
             before it, not the lists it stores.
         refused: the ascending seqs in ``[start, end)`` of the records whose error is a
             library's refusal (``tracer.records.is_refusal``: not accepted, error type in
-            ``REFUSALS``), so every other record with an error is an error; None when the
-            index does not tell (read the records not accepted with an error for it).
+            ``REFUSALS``), so every other record with an error is an error.
     """
 
     start: int
@@ -140,7 +139,7 @@ class IndexColumns:
     name: array[int]
     entered: tuple[array[int], ...]
     exited: tuple[array[int], ...]
-    refused: array[int] | None = None
+    refused: array[int]
 
 
 @runtime_checkable

@@ -189,7 +189,6 @@ def test_an_index_built_summary_answers_as_the_records_do(
             assert counting.records <= sum(50 for r in records if r.kind in RESETS)
             filled = counting.records
             # refusals and errors come from the index: errors only and the count read nothing
-            assert summary.unsure(0, len(records)) == 0
             check_session(s, records)
             assert counting.records == filled
         finally:
@@ -280,6 +279,7 @@ def columns(n: int, **kw: Any) -> IndexColumns:
         name=array("I", [0] * n),
         entered=(array("q"),),
         exited=(array("q"),),
+        refused=array("q"),
     )
     base.update(kw)
     return IndexColumns(**base)
@@ -318,40 +318,32 @@ def test_too_many_names_or_another_start_leave_the_summary_to_the_scans():
     assert limited.end == 2 and limited.full
 
 
-def test_columns_without_refusals_leave_errors_not_accepted_to_reads():
-    """An index that does not tell refusals (``refused`` None: an older backend object)
-    leaves records not accepted with an error ``UNSURE`` for ``resolve``; one that does
-    classifies them at once."""
+def test_refusals_and_errors_not_accepted_come_from_the_columns():
+    """Records not accepted with an error are refusals (rejected) where the index lists
+    them, errors otherwise: no read; an accepted refusal type is an error."""
     records = [TransitionRecord("m", i, "event", "go", time=i) for i in range(6)]
     records[1].accepted, records[1].error = False, ("MachineError", "no")
     records[2].accepted, records[2].error = False, ("PaymentError", "x")
     records[3].accepted, records[3].error = True, ("TransitionNotAllowed", "x")
     records[4].accepted = False
-    read: list[tuple[int, int]] = []
-
-    def reader(a: int, b: int) -> list[TransitionRecord]:
-        read.append((a, b))
-        return records[a:b]
-
-    kw: dict[str, Any] = dict(
-        accepted=b"\x01\x02\x02\x01\x02\x01", error=b"\x00\x01\x01\x01\x00\x00"
-    )
     schema = Schema((StateSpec("A"),))
     want = [r.seq for r in records if compile_filter(LogFilter(errors_only=True), schema)(r)]
     assert want == [2, 3]
-
-    old = RecordSummary(0, 1)
-    assert old.fill(columns(6, **kw), reader) and read == []
-    assert old.unsure(0, 6) == 2
-    assert old.resolve(reader, 0, 6) == 1 and read == [(1, 3)]
-    assert old.errors(0, 6) == 2
-    assert old.matches(LogFilter(errors_only=True), schema, 0, 6) == want
-
-    read.clear()
-    new = RecordSummary(0, 1)
-    assert new.fill(columns(6, refused=array("q", [1]), **kw), reader)
-    assert new.unsure(0, 6) == 0 and new.resolve(reader, 0, 6) == 0 and read == []
-    assert new.errors(0, 6) == 2
-    assert new.matches(LogFilter(errors_only=True), schema, 0, 6) == want
-    assert new.matches(LogFilter(hide_rejected=True), schema, 0, 6) == [0, 3, 5]
-    assert bytes(new.outcome) == bytes(old.outcome)
+    summary = RecordSummary(0, 1)
+    assert summary.fill(
+        columns(
+            6,
+            accepted=b"\x01\x02\x02\x01\x02\x01",
+            error=b"\x00\x01\x01\x01\x00\x00",
+            refused=array("q", [1]),
+        ),
+        lambda a, b: pytest.fail(f"read {a}..{b}"),
+    )
+    assert summary.reads == 0
+    assert summary.errors(0, 6) == 2
+    assert summary.matches(LogFilter(errors_only=True), schema, 0, 6) == want
+    assert summary.matches(LogFilter(hide_rejected=True), schema, 0, 6) == [0, 3, 5]
+    S = RecordSummary
+    assert list(summary.outcome) == [
+        S.ACCEPTED, S.REJECTED, S.ERROR, S.ACCEPTED_ERROR, S.REJECTED, S.ACCEPTED,
+    ]  # fmt: skip
