@@ -27,7 +27,7 @@ from itertools import compress, repeat
 from operator import sub
 
 from backends.base import IndexColumns
-from tracer.records import REFUSALS, RESET_KINDS, Schema, TransitionRecord
+from tracer.records import RESET_KINDS, Schema, TransitionRecord, is_refusal
 
 __all__ = [
     "BLOCK",
@@ -172,7 +172,7 @@ def compile_filter(flt: LogFilter, schema: Schema) -> Callable[[TransitionRecord
             return False
         if errors_only:
             err = rec.error
-            if err is None or (not rec.accepted and err[0] in REFUSALS):
+            if err is None or is_refusal(err, rec.accepted):
                 return False
         if kinds is not None and rec.kind not in kinds:
             return False

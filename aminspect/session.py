@@ -19,17 +19,9 @@ from enum import StrEnum
 from aminspect.filters import FilteredView, LogFilter, RecordSummary, next_change
 from backends.base import Backend, BackendError
 from tracer.machine_time import MachineTime
-from tracer.records import (
-    REFUSALS,
-    RESET_KINDS,
-    MachineRecord,
-    Schema,
-    TransitionRecord,
-    is_refusal,
-)
+from tracer.records import RESET_KINDS, MachineRecord, Schema, TransitionRecord, is_refusal
 
 __all__ = [
-    "REFUSALS",
     "CursorView",
     "DetailLine",
     "LogRow",
@@ -161,12 +153,6 @@ def called_states(schema: Schema, record: TransitionRecord) -> frozenset[int]:
     return frozenset(out)
 
 
-# ``REFUSALS``, the exceptions a library raises to say "this event does not apply in this
-# state", and ``is_refusal`` live in tracer.records, so the backends' query index tells a
-# refusal (not accepted; the exception is the reason shown in the details) from a failure
-# of the user's code without reading records. ``REFUSALS`` stays importable from here.
-
-
 def outcome_of(record: TransitionRecord) -> Outcome:
     """How a record ended: accepted, not accepted (refused, guarded) or an error.
 
@@ -174,7 +160,8 @@ def outcome_of(record: TransitionRecord) -> Outcome:
         record: the record.
 
     Returns:
-        ``ERROR`` for an exception other than a library's refusal (see ``REFUSALS``).
+        ``ERROR`` for an exception other than a library's refusal
+        (``tracer.records.is_refusal``).
     """
     if record.error is not None and not is_refusal(record.error, record.accepted):
         return Outcome.ERROR
