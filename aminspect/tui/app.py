@@ -477,9 +477,8 @@ class InspectorApp(LowerViews, App[None]):
 
     def _update_titles(self) -> None:
         s = self.session
-        # a title set anew repaints its whole panel: set it only when it changed
-        _set_title(self.log_view, s.describe())
-        _set_title(self.state_tree, f"states @ {s.cursor}" if s.cursor >= 0 else "states")
+        set_title(self.log_view, s.describe())
+        set_title(self.state_tree, f"states @ {s.cursor}" if s.cursor >= 0 else "states")
 
     def refresh_cursor(self) -> None:
         """Point every panel at the session's cursor: the log now, the rest when the view
@@ -928,10 +927,6 @@ class InspectorApp(LowerViews, App[None]):
     def palette_actions(self) -> list[tuple[str, str, str]]:
         """(title, help, action) for the command palette: every action of the app."""
         return [(title, help_text, action) for action, title, help_text in _PALETTE]
-
-
-def _set_title(widget: Widget, title: str) -> None:
-    set_title(widget, title)
 
 
 _KEY_NAMES = {

@@ -61,6 +61,11 @@ def human_count(n: float) -> str:
     return f"{n / 1_000_000:.1f}M"
 
 
+# A log row's outcome: the overlay over its spans, and the style of its glyph.
+_OVERLAY = {Outcome.ACCEPTED: "", Outcome.REJECTED: "rejected", Outcome.ERROR: "error"}
+_OUTCOME_STYLE = {Outcome.ACCEPTED: "entered", Outcome.REJECTED: "rejected", Outcome.ERROR: "error"}
+
+
 def set_title(widget: Widget, title: str) -> None:
     """Set ``widget``'s border title, repainting only the border line that shows it.
 
@@ -771,62 +776,78 @@ class TransitionLog(_StyleCache, can_focus=True):
         parts += ["ok", f"{'took':>7}"]
         return Text(" ".join(parts), style=self._style("header"), no_wrap=True)
 
-    def row_text(self, row: LogRow | None, seq: int, width: int) -> Text:
+    def _row_parts(self, row: LogRow, seq: int, width: int) -> list[tuple[str, str, str]]:
+        """A row's spans as ``(text, style, overlay)``: ``style`` a component name,
+        ``"bold"`` or ``""``; ``overlay`` the outcome's ("rejected", "error" or ""), over
+        the whole row for a refusal and after the seq column for an error. ``row_text``
+        and ``row_strip`` both draw these, so the two renderings cannot drift apart."""
         seq_w, time_w, kind_w, name_w, changes_w = self._columns(width)
-        text = Text(no_wrap=True, overflow="ellipsis")
-        # a glyph as well as a colour marks the cursor: monochrome terminals and
-        # text snapshots show it too
-        text.append("▶" if seq == self.cursor_seq else " ", style="bold")
-        text.append(f"{seq:>{seq_w - 1}} ", style=self._style("dim"))
-        if row is None:
-            gone = "deleted (max_records)" if seq < self.first else "…"
-            text.append(gone, style=self._style("dim"))
-            return text
+        outcome = row.outcome
+        overlay = _OVERLAY[outcome]
+        head = "rejected" if outcome is Outcome.REJECTED else ""
+        # a glyph as well as a colour marks the cursor: monochrome terminals and text
+        # snapshots show it too
+        parts = [
+            ("▶" if seq == self.cursor_seq else " ", "bold", head),
+            (f"{seq:>{seq_w - 1}} ", "dim", head),
+        ]
         if time_w:
-            text.append(f"{row.time:<{time_w}} ", style=self._style("dim"))
-        text.append(f"{row.kind[:kind_w]:<{kind_w}} ")
+            parts.append((f"{row.time:<{time_w}} ", "dim", overlay))
+        parts.append((f"{row.kind[:kind_w]:<{kind_w}} ", "", overlay))
         name = row.name if len(row.name) <= name_w else row.name[: name_w - 1] + "…"
-        text.append(f"{name:<{name_w}} ", style="bold")
+        parts.append((f"{name:<{name_w}} ", "bold", overlay))
         changes = row.changes
         if len(changes) > changes_w:
             changes = changes[: max(changes_w - 1, 0)] + "…"
-        start = len(text)
-        text.append(f"{changes:<{changes_w}} ")
-        pos = start
-        for token in changes.split(" "):
+        for k, token in enumerate(changes.split(" ")):
+            if k:
+                parts.append((" ", "", overlay))
             if token.startswith(("+", "=")):
-                text.stylize(self._style("entered"), pos, pos + len(token))
+                parts.append((token, "entered", overlay))
             elif token.startswith("-"):
-                text.stylize(self._style("exited"), pos, pos + len(token))
-            pos += len(token) + 1
-        glyph = OUTCOME_GLYPH[row.outcome]
-        outcome_style = {
-            Outcome.ACCEPTED: self._style("entered"),
-            Outcome.REJECTED: self._style("rejected"),
-            Outcome.ERROR: self._style("error"),
-        }[row.outcome]
-        text.append(f"{glyph:<2} ", style=outcome_style)
-        text.append(f"{row.duration:>7}", style=self._style("dim"))
-        if row.outcome is Outcome.REJECTED:
-            text.stylize(self._style("rejected"))
-        elif row.outcome is Outcome.ERROR:
-            text.stylize(self._style("error"), seq_w + 1)
+                parts.append((token, "exited", overlay))
+            elif token:
+                parts.append((token, "", overlay))
+        pad = changes_w - len(changes)  # the column, then one space
+        parts.append((" " * (pad + 1) if pad > 0 else " ", "", overlay))
+        parts.append((f"{OUTCOME_GLYPH[outcome]:<2} ", _OUTCOME_STYLE[outcome], overlay))
+        parts.append((f"{row.duration:>7}", "dim", overlay))
+        return parts
+
+    def _part_style(self, name: str, overlay: str) -> Style:
+        """The style of a ``_row_parts`` span: ``name`` then ``overlay``."""
+        key = f"|{name}|{overlay}"
+        style = self._styles.get(key)
+        if style is None:
+            style = Style(bold=True) if name == "bold" else self._style(name) if name else Style()
+            if overlay:
+                style += self._style(overlay)
+            self._styles[key] = style
+        return style
+
+    def row_text(self, row: LogRow | None, seq: int, width: int) -> Text:
+        text = Text(no_wrap=True, overflow="ellipsis")
+        if row is None:
+            seq_w = self._columns(width)[0]
+            text.append("▶" if seq == self.cursor_seq else " ", style="bold")
+            text.append(f"{seq:>{seq_w - 1}} ", style=self._style("dim"))
+            gone = "deleted (max_records)" if seq < self.first else "…"
+            text.append(gone, style=self._style("dim"))
+            return text
+        for part, name, overlay in self._row_parts(row, seq, width):
+            text.append(part, style=self._part_style(name, overlay))
         return text
 
     def _seg_style(self, cursor: bool, name: str, overlay: str) -> Style:
-        """base + cursor + ``name`` + ``overlay``: what rich makes of the row's spans."""
+        """base + cursor + the span's style: what rich makes of ``row_text`` in
+        ``rich_row_strip``."""
         key = f"{cursor}|{name}|{overlay}"
         style = self._styles.get(key)
         if style is None:
             style = self.base_style
             if cursor:
                 style += self._style("cursor")
-            for part in (name, overlay):
-                if part == "bold":
-                    style += Style(bold=True)
-                elif part:
-                    style += self._style(part)
-            self._styles[key] = style
+            style = self._styles[key] = style + self._part_style(name, overlay)
         return style
 
     def row_strip(self, row: LogRow | None, seq: int, width: int, cursor: bool) -> Strip | None:
@@ -837,51 +858,12 @@ class TransitionLog(_StyleCache, can_focus=True):
         """
         if row is None or not (row.name.isascii() and row.changes.isascii() and row.kind.isascii()):
             return None
-        seq_w, time_w, kind_w, name_w, changes_w = self._columns(width)
-        outcome = row.outcome
-        overlay = ""
-        if outcome is Outcome.REJECTED:
-            overlay = "rejected"
-        elif outcome is Outcome.ERROR:
-            overlay = "error"
-        head = "rejected" if outcome is Outcome.REJECTED else ""  # error starts after seq
-        st = self._seg_style
-        parts: list[tuple[str, Style]] = [
-            ("▶" if seq == self.cursor_seq else " ", st(cursor, "bold", head)),
-            (f"{seq:>{seq_w - 1}} ", st(cursor, "dim", head)),
-        ]
-        if time_w:
-            parts.append((f"{row.time:<{time_w}} ", st(cursor, "dim", overlay)))
-        parts.append((f"{row.kind[:kind_w]:<{kind_w}} ", st(cursor, "", overlay)))
-        name = row.name if len(row.name) <= name_w else row.name[: name_w - 1] + "…"
-        parts.append((f"{name:<{name_w}} ", st(cursor, "bold", overlay)))
-        changes = row.changes
-        if len(changes) > changes_w:
-            changes = changes[: max(changes_w - 1, 0)] + "…"
-        plain = st(cursor, "", overlay)
-        tokens = changes.split(" ")
-        for k, token in enumerate(tokens):
-            if k:
-                parts.append((" ", plain))
-            if token.startswith(("+", "=")):
-                parts.append((token, st(cursor, "entered", overlay)))
-            elif token.startswith("-"):
-                parts.append((token, st(cursor, "exited", overlay)))
-            elif token:
-                parts.append((token, plain))
-        pad = changes_w - len(changes)
-        parts.append((" " * (pad + 1) if pad > 0 else " ", plain))
-        outcome_name = {
-            Outcome.ACCEPTED: "entered",
-            Outcome.REJECTED: "rejected",
-            Outcome.ERROR: "error",
-        }[outcome]
-        parts.append((f"{OUTCOME_GLYPH[outcome]:<2} ", st(cursor, outcome_name, overlay)))
-        parts.append((f"{row.duration:>7}", st(cursor, "dim", overlay)))
-        used = sum(len(t) for t, _ in parts)
+        parts = self._row_parts(row, seq, width)
+        used = sum(len(part) for part, _, _ in parts)
         if used > width:
             return None  # truncated with an ellipsis: rich does it
-        segments = [Segment(t, style) for t, style in parts if t]
+        st = self._seg_style
+        segments = [Segment(part, st(cursor, name, ov)) for part, name, ov in parts if part]
         if used < width:
             fill = st(cursor, "", "") if cursor else self.base_style
             segments.append(Segment(" " * (width - used), fill))
