@@ -4,48 +4,22 @@ rows keep the scroll bar does not lay the screen out again."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-import backends
 from aminspect.filters import LogFilter
 from aminspect.session import JUMP, Session
 from aminspect.tui.app import InspectorApp
 from aminspect.tui.screenshots import screen_text
 from aminspect.tui.widgets import TransitionLog
 from backends.base import Backend
+from tests.tui.conftest import MIXED_N
 from tests.tui.test_filters import settle
-from tracer.records import MachineRecord, Schema, TransitionRecord
 
 pytestmark = pytest.mark.timeout(90)
 
-N = 3000
+N = MIXED_N
 ERRORS = [seq for seq in range(1, N) if seq % 7 and seq % 11 == 0]
 REFUSED = [seq for seq in range(1, N) if seq % 7 == 0 or seq % 11 == 0]
-
-
-@pytest.fixture(scope="module")
-def history() -> Iterator[Backend]:
-    """One machine: every 7th record refused, every 11th (not 7th) failed with an error."""
-    backend = backends.open("memory://")
-    backend.put_machine(MachineRecord("m", "manual", Schema.flat(["Idle", "Busy"]), 0, 0))
-    records = [TransitionRecord("m", 0, "init", "init", time=0, entered=(0,))]
-    for seq in range(1, N):
-        a, b = (0, 1) if seq % 2 else (1, 0)
-        t = seq * 1_000_000
-        if seq % 7 == 0:
-            r = TransitionRecord("m", seq, "event", "nope", time=t, accepted=False)
-        elif seq % 11 == 0:
-            r = TransitionRecord(
-                "m", seq, "event", "boom", time=t, accepted=False, error=("E", "failed")
-            )
-        else:
-            r = TransitionRecord("m", seq, "event", "go", time=t, exited=(a,), entered=(b,))
-        records.append(r)
-    backend.append("m", records)
-    yield backend
-    backend.close()
 
 
 def shown(log: TransitionLog) -> list[int]:
@@ -68,8 +42,8 @@ def assert_scroll_range(log: TransitionLog, rows: int) -> None:
         assert bar.position == log.scroll_y
 
 
-async def test_filter_keys_show_the_filtered_rows_and_scroll_over_them(history: Backend):
-    app = InspectorApp(Session(history), play_interval=1e6)
+async def test_filter_keys_show_the_filtered_rows_and_scroll_over_them(mixed_history: Backend):
+    app = InspectorApp(Session(mixed_history), play_interval=1e6)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         log = app.log_view
@@ -131,8 +105,8 @@ async def test_filter_keys_show_the_filtered_rows_and_scroll_over_them(history: 
         assert "hidden" not in screen_text(app).splitlines()[0]
 
 
-async def test_filter_keys_lay_out_only_when_the_scroll_bar_comes_or_goes(history: Backend):
-    app = InspectorApp(Session(history), play_interval=1e6)
+async def test_filter_keys_lay_out_only_when_the_scroll_bar_comes_or_goes(mixed_history: Backend):
+    app = InspectorApp(Session(mixed_history), play_interval=1e6)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         layouts: list[object] = []

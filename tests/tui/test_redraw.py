@@ -3,24 +3,21 @@ bar repainted only when they change, the views a step or jump reaches prefetched
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from rich.style import Style
 from textual.geometry import Region
 from textual.strip import Strip
 
-import backends
 from aminspect.session import JUMP, LogRow, Outcome, Session
 from aminspect.tui.app import InspectorApp
 from aminspect.tui.screenshots import screen_text, settle
 from aminspect.tui.widgets import TransitionLog
 from backends.base import Backend
-from tracer.records import MachineRecord, Schema, TransitionRecord
+from tests.tui.conftest import MIXED_N
 
 pytestmark = pytest.mark.timeout(90)
 
-N = 3000
+N = MIXED_N
 
 
 def cells(strip: Strip) -> list[tuple[str, Style | None]]:
@@ -28,35 +25,8 @@ def cells(strip: Strip) -> list[tuple[str, Style | None]]:
     return [(ch, seg.style) for seg in strip for ch in seg.text]
 
 
-@pytest.fixture(scope="module")
-def history() -> Iterator[Backend]:
-    """A machine whose records are accepted, refused, failed and resets."""
-    backend = backends.open("memory://")
-    backend.put_machine(MachineRecord("m", "manual", Schema.flat(["Idle", "Busy"]), 0, 0))
-    records = [TransitionRecord("m", 0, "init", "init", time=0, entered=(0,))]
-    for seq in range(1, N):
-        a, b = (0, 1) if seq % 2 else (1, 0)
-        t = seq * 1_000_000
-        if seq % 7 == 0:
-            r = TransitionRecord("m", seq, "event", "nope", time=t, accepted=False)
-        elif seq % 11 == 0:
-            r = TransitionRecord(
-                "m", seq, "event", "boom", time=t, accepted=False, error=("E", "failed")
-            )
-        elif seq % 500 == 0:
-            r = TransitionRecord("m", seq, "restore", "restore", time=t, entered=(b,))
-        else:
-            r = TransitionRecord(
-                "m", seq, "event", f"go{seq}", time=t, exited=(a,), entered=(b,), duration=900
-            )
-        records.append(r)
-    backend.append("m", records)
-    yield backend
-    backend.close()
-
-
-async def test_row_strips_match_rich_rendering(history: Backend) -> None:
-    app = InspectorApp(Session(history), play_interval=1e6)
+async def test_row_strips_match_rich_rendering(mixed_history: Backend) -> None:
+    app = InspectorApp(Session(mixed_history), play_interval=1e6)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         log = app.query_one(TransitionLog)
@@ -83,8 +53,8 @@ async def test_row_strips_match_rich_rendering(history: Backend) -> None:
         assert checked > 300  # most rows take the fast path
 
 
-async def test_prefetch_and_titles(history: Backend) -> None:
-    app = InspectorApp(Session(history), play_interval=1e6)
+async def test_prefetch_and_titles(mixed_history: Backend) -> None:
+    app = InspectorApp(Session(mixed_history), play_interval=1e6)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         s = app.session
@@ -115,8 +85,8 @@ async def test_prefetch_and_titles(history: Backend) -> None:
             assert s.cached_view("m", target) is not None, delta
 
 
-async def test_scroll_bar_follows_the_log(history: Backend) -> None:
-    app = InspectorApp(Session(history), play_interval=1e6)
+async def test_scroll_bar_follows_the_log(mixed_history: Backend) -> None:
+    app = InspectorApp(Session(mixed_history), play_interval=1e6)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         bar = app.query_one(TransitionLog).vertical_scrollbar
