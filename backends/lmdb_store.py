@@ -21,7 +21,7 @@ from __future__ import annotations
 import fcntl
 import os
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
 from typing import Any, TypeVar
 
@@ -226,7 +226,7 @@ class LMDBBackend(BaseBackend):
             items = [(prefix + _SEQ.pack(r.seq), pack(_to_list(r))) for r in records]
         except (TypeError, ValueError, OverflowError) as exc:
             raise BackendError(f"{machine_id}: cannot encode the batch: {exc}") from None
-        self._put_items(machine_id, items, records[-1].seq, snapshots)
+        self._put_items(machine_id, items, records[-1].seq, snapshots, len(items), items[0][0])
 
     _stores_rows = True
 
@@ -241,11 +241,15 @@ class LMDBBackend(BaseBackend):
         first, n = rows[0][0], len(rows)
         prefix = self._key_prefix(machine_id)
         keys = map(self._key_struct(prefix).pack, repeat(prefix, n), range(first, first + n))
+        # Streamed into putmulti, not listed first: zip then reuses one pair tuple for
+        # every record (fewer allocations the garbage collector counts and scans).
+        items = zip(keys, map(self._packer.pack, rows), strict=True)
         try:
-            items = list(zip(keys, map(self._packer.pack, rows), strict=True))
-        except (TypeError, ValueError, OverflowError) as exc:
+            self._put_items(
+                machine_id, items, first + n - 1, snapshots, n, prefix + _SEQ.pack(first)
+            )
+        except (TypeError, ValueError, OverflowError) as exc:  # from packing a row
             raise BackendError(f"{machine_id}: cannot encode the batch: {exc}") from None
-        self._put_items(machine_id, items, first + n - 1, snapshots)
 
     def _key_struct(self, prefix: bytes) -> struct.Struct:
         """Packs (prefix, seq) into a record key in one call."""
@@ -257,10 +261,14 @@ class LMDBBackend(BaseBackend):
     def _put_items(
         self,
         machine_id: str,
-        items: list[tuple[bytes, bytes]],
+        items: Iterable[tuple[bytes, bytes]],
         highest: int,
         snapshots: Sequence[Snapshot],
+        count: int,
+        first_key: bytes,
     ) -> None:
+        """Write ``count`` records (``items``, keys ascending from ``first_key``), the
+        batch's snapshots and the new ``highest`` in one transaction."""
         prefix = self._key_prefix(machine_id)
         snaps = [
             (prefix + _SEQ.pack(s.index), _pack([list(s.clocks), s.time, s.mach_tick]))
@@ -273,9 +281,9 @@ class LMDBBackend(BaseBackend):
                 # MDB_APPEND (no tree search per key, full pages) needs keys above every
                 # key of the database: true when this machine's keys sort last (one
                 # machine, or the newest one); the batch's own keys ascend.
-                append = not cur.last() or bytes(cur.key()) < items[0][0]
+                append = not cur.last() or bytes(cur.key()) < first_key
                 _, added = cur.putmulti(items, overwrite=False, append=append)
-            if added != len(items):
+            if added != count:
                 raise BackendError(f"{machine_id}: {self.path} already holds some of these seqs")
             for key, value in snaps:
                 txn.put(key, value, db=self._dbs["snapshots"])
