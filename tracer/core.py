@@ -179,12 +179,44 @@ class Capture:
 
 
 # What the app thread hands to the sender for one record (a plain tuple: one allocation):
-# (channel, position, holder, parent, source, after,
-#  kind, name, time, duration, args, accepted, error, exited, entered, mach_tick)
-# ``time`` is a _clock() stamp.
+# (channel key, position, holder, parent, source, after mask,
+#  kind code, name, time, duration, args, accepted, error, exited, entered, mach_tick)
+# ``time`` is a _clock() stamp; ``after mask`` is ``config_mask(after)``.
 # ``holder`` is the capture (or open event) other records may name as parent or source:
-# the sender sets its ``seq``. Drops are kept as (channel, position, after, time).
+# the sender sets its ``seq``. Drops are kept as (position, after mask, time).
+#
+# In the usual record every field is an int, a str, None or a tuple of those: nothing the
+# garbage collector tracks. Its first collection then untracks the tuple, so the records
+# waiting for the sender are never promoted to the old generation; with the channel, a
+# frozenset and a Kind member in them, a burst of records set off full collections of the
+# app's whole heap (TrackMany: 2 per 50,000 records, 26 ms of 158).
 _Item = tuple[Any, ...]
+
+_KIND_BY_CODE: dict[int, Kind] = {code: Kind(kind) for kind, code in KIND_CODES.items()}
+_next_channel_key = itertools.count(1).__next__
+
+# Configurations as bit masks (bit i set: state i is active), cached by configuration.
+# Cleared when full: a mask is computed again from its configuration, never looked up.
+_MASKS: dict[frozenset[int], int] = {}
+_MASKS_MAX = 4096
+
+
+def config_mask(config: frozenset[int]) -> int:
+    """``config`` as a bit mask: an int, which the garbage collector does not track."""
+    mask = _MASKS.get(config)
+    if mask is None:
+        mask = 0
+        for index in config:
+            mask |= 1 << index
+        if len(_MASKS) >= _MASKS_MAX:
+            _MASKS.clear()
+        _MASKS[config] = mask
+    return mask
+
+
+def mask_config(mask: int) -> frozenset[int]:
+    """The configuration a ``config_mask`` stands for."""
+    return frozenset(i for i in range(mask.bit_length()) if mask >> i & 1)
 
 
 class Channel:
@@ -204,6 +236,7 @@ class Channel:
         self.restoring = False
         # next() on a count is atomic under the GIL: positions need no lock.
         self.next_position = itertools.count().__next__
+        self.key = _next_channel_key()  # names the channel in the records it enqueues
 
     def begin(self, kind: str, name: str = "", parent: OpenEvent | None = None) -> Capture:
         """Start a record; ``parent`` is the event open on this thread or task, if any."""
@@ -235,13 +268,13 @@ class Channel:
         self.captured += 1
         self.dispatcher.enqueue(
             (
-                self,
+                self.key,
                 position,
                 cap,
                 cap.parent,
                 cap.source,
-                after,
-                cap.kind,
+                _MASKS.get(after) or config_mask(after),
+                KIND_CODES[cap.kind],
                 cap.name,
                 cap.time,
                 cap.duration,
@@ -291,13 +324,13 @@ class Channel:
         self.captured += 1
         self.dispatcher.enqueue(
             (
-                self,
+                self.key,
                 self.next_position(),
                 None,
                 parent,
                 source,
-                after,
-                kind,
+                _MASKS.get(after) or config_mask(after),
+                KIND_CODES[kind],
                 name,
                 _clock(),
                 duration,
@@ -312,16 +345,17 @@ class Channel:
 
     def emit_change(
         self,
-        kind: str,
+        kind_code: int,
         name: str,
         exited: tuple[int, ...],
         entered: tuple[int, ...],
         after: frozenset[int],
         args: Any,
     ) -> None:
-        """``emit`` for an accepted, instant add/remove/set (any kind but ``init``) whose
-        exited and entered are already sorted tuples: the adapters' hot path, with no
-        keyword arguments to parse. Parent or source: the event open here, as ``emit``."""
+        """``emit`` for an accepted, instant add/remove/set (any kind but ``init``, given by
+        its ``KIND_CODES`` code) whose exited and entered are already sorted tuples: the
+        adapters' hot path, with no keyword arguments to parse. Parent or source: the
+        event open here, as ``emit``."""
         if self.closed:
             return
         parent = source = None
@@ -336,8 +370,9 @@ class Channel:
         self.captured += 1
         self.dispatcher.enqueue(
             (
-                self, self.next_position(), None, parent, source, after, kind, name, _clock(),
-                0, args, True, None, exited, entered, self.machine.mach_tick,
+                self.key, self.next_position(), None, parent, source,
+                _MASKS.get(after) or config_mask(after), kind_code, name, _clock(), 0, args, True,
+                None, exited, entered, self.machine.mach_tick,
             )
         )  # fmt: skip
 
@@ -382,9 +417,9 @@ class _SeqMap:
         self.next_pos = 0
         self.pending: dict[int, _Item] = {}  # by position, until every earlier one is out
         self.lost = 0  # records a failed write lost: the next record is a gap for them
-        self.lost_after: frozenset[int] = frozenset()
+        self.lost_after = 0  # configuration masks (see config_mask)
         self.lost_time = 0
-        self.last_after: frozenset[int] = frozenset()  # after the record numbered last
+        self.last_after = 0  # after the record numbered last
         self.gaps = 0  # gap records made for the batch being written
 
 
@@ -412,7 +447,8 @@ class Dispatcher:
         self.last_error: str | None = None
         self._lock = threading.Lock()
         self._buffer: deque[_Item] = deque()
-        self._drops: dict[Channel, list[tuple[int, frozenset[int], int]]] = {}
+        self._drops: dict[Channel, list[tuple[int, int, int]]] = {}
+        self._channels: dict[int, Channel] = {}  # by key (records name channels by key)
         self._register: list[Channel] = []
         self._dispose: list[Channel] = []
         self._maps: dict[Channel, _SeqMap] = {}  # sender thread only
@@ -443,6 +479,7 @@ class Dispatcher:
 
     def add(self, channel: Channel) -> None:
         with self._lock:
+            self._channels[channel.key] = channel
             self._register.append(channel)
             self._ensure_running()
         self._wake_now()
@@ -469,9 +506,10 @@ class Dispatcher:
                 old = self._buffer.popleft()
             except IndexError:  # the sender took everything meanwhile
                 return
-            channel = old[0]
-            self._drops.setdefault(channel, []).append((old[1], old[5], old[8]))
-            channel.dropped += 1
+            channel = self._channels.get(old[0])
+            if channel is not None:
+                self._drops.setdefault(channel, []).append((old[1], old[5], old[8]))
+                channel.dropped += 1
 
     # -- sender thread ------------------------------------------------------------------
     def _run(self) -> None:
@@ -514,7 +552,7 @@ class Dispatcher:
     def _ship(
         self,
         register: list[Channel],
-        drops: dict[Channel, list[tuple[int, frozenset[int], int]]],
+        drops: dict[Channel, list[tuple[int, int, int]]],
         items: list[_Item],
         dispose: list[Channel],
     ) -> None:
@@ -532,27 +570,31 @@ class Dispatcher:
                     smap.pending[position] = (_DROPPED, position, None, None, None, after, when)
         # Records, or rows (tuples in tracer.codec's positional form) for a RowSink.
         out: dict[Channel, list[Any]] = {}
-        last: Channel | None = None
+        channels = self._channels
+        last = 0  # channel keys start at 1
+        owner: Channel | None = None
         smap = None
         recs: list[Any] = []
         append = recs.append
         record = TransitionRecord
+        kinds = _KIND_BY_CODE
         rows = self._rows
-        codes = KIND_CODES
         mid = ""
         if rows and items:
             items = self._bulk_rows(items, out, offset)
         for item in items:
-            ch = item[0]
-            if ch is not last:
-                last = ch
-                smap = maps.get(ch)
-                if smap is not None:
+            if item[0] != last:
+                last = item[0]
+                owner = channels.get(last)
+                smap = None if owner is None else maps.get(owner)
+                if owner is not None and smap is not None:
+                    ch = owner
                     recs = out.get(ch) or out.setdefault(ch, [])
                     append = recs.append
                     mid = ch.id
             if smap is None:
-                ch.dropped += 1  # registration failed; the reason is in last_error
+                if owner is not None:
+                    owner.dropped += 1  # registration failed; the reason is in last_error
                 continue
             if (
                 item[1] == smap.next_pos
@@ -571,14 +613,14 @@ class Dispatcher:
                 if rows:
                     append(
                         (
-                            seq, item[15], item[8] + offset, item[9], codes[item[6]], item[7],
+                            seq, item[15], item[8] + offset, item[9], item[6], item[7],
                             item[10], item[11], item[12], item[13], item[14], None, None,
                         )
                     )  # fmt: skip
                 else:
                     append(
                         record(
-                            mid, seq, item[6], item[7], item[15], item[8] + offset, item[9],
+                            mid, seq, kinds[item[6]], item[7], item[15], item[8] + offset, item[9],
                             item[10], item[11], item[12], item[13], item[14], None, None,
                         )
                     )  # fmt: skip
@@ -604,6 +646,7 @@ class Dispatcher:
         for ch in dispose:
             self._guard(self.sink.dispose, ch.id)
             maps.pop(ch, None)
+            channels.pop(ch.key, None)
 
     def _bulk_rows(
         self, items: list[_Item], out: dict[Channel, list[Any]], offset: int
@@ -611,23 +654,23 @@ class Dispatcher:
         """The usual batch for a RowSink, in bulk: one channel, every record next in order,
         none naming a parent or source. Returns what is left for the record-by-record
         path (everything, unless the whole batch was done here)."""
-        ch = items[0][0]
-        smap = self._maps.get(ch)
-        if smap is None or smap.pending or smap.lost:
+        key = items[0][0]
+        ch = self._channels.get(key)
+        smap = None if ch is None else self._maps.get(ch)
+        if ch is None or smap is None or smap.pending or smap.lost:
             return items
         first = smap.next_pos
         n = len(items)
         # One pass of C-level loops: same channel, positions first..first+n-1 in order,
         # no parent, no source.
         if [it[1] for it in items] != list(range(first, first + n)) or any(
-            [it[0] is not ch or it[3] is not None or it[4] is not None for it in items]
+            [it[0] != key or it[3] is not None or it[4] is not None for it in items]
         ):
             return items
         seq = smap.next_seq
-        codes = KIND_CODES
         rows = [
             (
-                s, it[15], it[8] + offset, it[9], codes[it[6]], it[7], it[10], it[11], it[12],
+                s, it[15], it[8] + offset, it[9], it[6], it[7], it[10], it[11], it[12],
                 it[13], it[14], None, None,
             )
             for s, it in zip(range(seq, seq + n), items, strict=True)
@@ -672,14 +715,14 @@ class Dispatcher:
         if self._rows:
             out.append(
                 (
-                    seq, item[15], item[8] + self._offset, item[9], KIND_CODES[item[6]], item[7],
+                    seq, item[15], item[8] + self._offset, item[9], item[6], item[7],
                     item[10], item[11], item[12], item[13], item[14], parent_seq, source,
                 )
             )  # fmt: skip
         else:
             out.append(
                 TransitionRecord(
-                    ch.id, seq, item[6], item[7], item[15], item[8] + self._offset,
+                    ch.id, seq, _KIND_BY_CODE[item[6]], item[7], item[15], item[8] + self._offset,
                     item[9], item[10], item[11], item[12], item[13], item[14], parent_seq, source,
                 )
             )  # fmt: skip
@@ -716,12 +759,13 @@ class Dispatcher:
         ch: Channel,
         smap: _SeqMap,
         count: int,
-        after: frozenset[int],
+        after: int,
         when: int,
         out: list[Any],
     ) -> None:
-        """One record standing for ``count`` lost ones, carrying the configuration after."""
-        entered = tuple(sorted(after))
+        """One record standing for ``count`` lost ones, carrying the configuration after
+        (``after`` is its mask)."""
+        entered = tuple(sorted(mask_config(after)))
         seq, tick, args = smap.next_seq, ch.machine.mach_tick, {"dropped": count}
         if self._rows:
             out.append(
@@ -863,14 +907,12 @@ _dispatchers_by_id: dict[int, Dispatcher] = {}
 _dispatchers_lock = threading.Lock()
 
 
-_Batch = tuple[
-    list[Channel], dict[Channel, list[tuple[int, frozenset[int], int]]], list[_Item], list[Channel]
-]
+_Batch = tuple[list[Channel], dict[Channel, list[tuple[int, int, int]]], list[_Item], list[Channel]]
 
 
 def _phases(
     register: list[Channel],
-    drops: dict[Channel, list[tuple[int, frozenset[int], int]]],
+    drops: dict[Channel, list[tuple[int, int, int]]],
     items: list[_Item],
     dispose: list[Channel],
 ) -> list[_Batch]:
@@ -895,12 +937,13 @@ def _phases(
     phases = max(seen.values(), default=0) + 1
     if phases == 1:
         return [(register, drops, items, dispose)]
+    by_key = {ch.key: k for ch, k in generation.items()}  # records name channels by key
 
     def of(k: int) -> _Batch:
         return (
             [ch for ch in register if generation[ch] == k],
             {ch: d for ch, d in drops.items() if generation.get(ch, 0) == k},
-            [it for it in items if generation.get(it[0], 0) == k],
+            [it for it in items if by_key.get(it[0], 0) == k],
             [ch for ch in dispose if generation[ch] == k],
         )
 

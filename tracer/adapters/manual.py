@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from tracer.attach import AttachContext
+from tracer.codec import KIND_CODES
 from tracer.core import Channel
 from tracer.records import Kind, MachineRecord, Schema, StateSpec, TransitionSpec
 
@@ -139,7 +140,7 @@ class ManualMachine:
                 step = (after, _tuple(exited), _tuple(entered))
             self._active = after = step[0]
             for ch in self._channels:
-                ch.emit_change(_KINDS[op], name or default, step[1], step[2], after, args)
+                ch.emit_change(_KIND_CODES[op], name or default, step[1], step[2], after, args)
         finally:
             lock.release()
 
@@ -213,6 +214,7 @@ _EMPTY: frozenset[int] = frozenset()
 _STEPS_MAX = 4096  # remembered steps per machine (see ManualMachine._step)
 _ADD, _REMOVE, _SET = 0, 1, 2  # ManualMachine._mutate's ops
 _KINDS = (Kind.ADD, Kind.REMOVE, Kind.SET)
+_KIND_CODES = tuple(KIND_CODES[kind] for kind in _KINDS)
 
 
 def _effect(

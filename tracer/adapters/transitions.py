@@ -48,12 +48,15 @@ from time import perf_counter_ns
 from typing import Any
 
 from tracer.attach import AttachContext
+from tracer.codec import KIND_CODES
 from tracer.core import (
+    _MASKS,
     Capture,
     Channel,
     OpenEvent,
     _event_stack,
     _local,
+    config_mask,
     current_event,
     error_of,
     pop_async_event,
@@ -80,6 +83,7 @@ _keys = itertools.count(1)
 _EVENT_NAME = re.compile(r"(?:Can't trigger event|Do not know event named) '([^']*)'")
 _EMPTY: frozenset[int] = frozenset()
 _EVENT = Kind.EVENT  # module constants: enum member lookups cost on the hot path
+_EVENT_CODE = KIND_CODES[_EVENT]
 _FORCED = Kind.FORCED
 _MAX_QUEUED = 10_000  # queued-parent entries kept before they are considered stale
 _PENDING = -1
@@ -297,21 +301,20 @@ class _Process(_Wrapper):
                 error = error_of(error)
             position = ev.position
             if position != _PENDING:  # the event wrote its state (a position says so)
-                after = ev.after
-                found = t.change_cache.get((ev.before, after, ev.reenter))
+                found = t.change_cache.get((ev.before, ev.after, ev.reenter))
                 if found is None:
-                    found = t.changes(ev.before, after, ev.reenter)
-                exited, entered = found
+                    found = t.changes(ev.before, ev.after, ev.reenter)
+                exited, entered, mask = found
             else:
-                after = mt.current
+                mask = _MASKS.get(mt.current) or config_mask(mt.current)
                 exited = entered = ()
                 position = ev.position = ch.next_position()
             ch.captured += 1
             # Only an event something nested names needs its seq back from the sender;
             # any other is freed right here (fewer live objects for the GC to scan).
             item = (
-                ch, position, ev if ev.seq != _PENDING else None, ev.parent, ev.source, after,
-                _EVENT, ed.event.name, ev.started_ns, perf_counter_ns() - ev.started_ns, args,
+                ch.key, position, ev if ev.seq != _PENDING else None, ev.parent, ev.source, mask,
+                _EVENT_CODE, ed.event.name, ev.started_ns, perf_counter_ns() - ev.started_ns, args,
                 bool(ed.result), error, exited, entered, mt.tick,
             )  # fmt: skip
         except Exception as exc:
@@ -486,7 +489,7 @@ class _Tracer:
         self.live = True
         self.schema, self.values = _extract_schema(machine)
         self.leaf_cache: dict[frozenset[int], frozenset[int]] = {}
-        self.change_cache: dict[Any, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+        self.change_cache: dict[Any, tuple[tuple[int, ...], tuple[int, ...], int]] = {}
         self.cache: dict[Any, frozenset[int]] = {}
         self.models: dict[int, _ModelTrace] = {}
         self.queued = bool(getattr(machine, "has_queue", False))
@@ -538,14 +541,16 @@ class _Tracer:
 
     def changes(
         self, before: frozenset[int], after: frozenset[int], reenter: frozenset[int]
-    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """(exited, entered) index tuples; cached, as a machine has few distinct moves."""
+    ) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+        """(exited, entered) index tuples and ``after``'s mask (``config_mask``); cached, as
+        a machine has few distinct moves."""
         key = (before, after, reenter)
         found = self.change_cache.get(key)
         if found is None:
             found = (
                 tuple(sorted((before - after) | reenter)),
                 tuple(sorted((after - before) | reenter)),
+                config_mask(after),
             )
             if len(self.change_cache) < 4096:
                 self.change_cache[key] = found
@@ -696,7 +701,7 @@ class _Tracer:
                 found = self.change_cache.get((ev.before, after, ev.reenter))
                 if found is None:
                     found = self.changes(ev.before, after, ev.reenter)
-                rec.exited, rec.entered = found
+                rec.exited, rec.entered, _ = found
             else:
                 after = mt.current
             if self.queued:
@@ -798,7 +803,7 @@ class _Tracer:
         else:
             cap = plan
             rec = cap.record
-            rec.exited, rec.entered = self.changes(previous, after, _EMPTY)
+            rec.exited, rec.entered, _ = self.changes(previous, after, _EMPTY)
             mt.channel.commit(cap, after)
 
     def _write_failed(self, mt: _ModelTrace, plan: _Open | Capture, exc: BaseException) -> None:
@@ -875,16 +880,15 @@ class _Tracer:
                 error = error_of(error)
             position = ev.position
             if position != _PENDING:  # the event wrote its state
-                after = ev.after
-                exited, entered = self.changes(ev.before, after, ev.reenter)
+                exited, entered, mask = self.changes(ev.before, ev.after, ev.reenter)
             else:
-                after = mt.current
+                mask = config_mask(mt.current)
                 exited = entered = ()
                 position = ev.position = ch.next_position()
             item = (
-                ch, position, ev, ev.parent, ev.source, after, _EVENT, ed.event.name, ev.started_ns,
-                perf_counter_ns() - ev.started_ns, args, bool(ed.result), error, exited, entered,
-                mt.tick,
+                ch.key, position, ev, ev.parent, ev.source, mask, _EVENT_CODE, ed.event.name,
+                ev.started_ns, perf_counter_ns() - ev.started_ns, args, bool(ed.result), error,
+                exited, entered, mt.tick,
             )  # fmt: skip
         except Exception as exc:
             self.fail(exc)
@@ -908,9 +912,9 @@ class _Tracer:
             ch.captured += 1
             self.dispatcher.enqueue(
                 (
-                    ch, position, ev, ev.parent, ev.source, mt.current, _EVENT, name, ev.started_ns,
-                    perf_counter_ns() - ev.started_ns, None, accepted, None, (), (),
-                    ch.machine.mach_tick,
+                    ch.key, position, ev, ev.parent, ev.source, config_mask(mt.current),
+                    _EVENT_CODE, name, ev.started_ns, perf_counter_ns() - ev.started_ns, None,
+                    accepted, None, (), (), ch.machine.mach_tick,
                 )
             )  # fmt: skip
         except Exception as exc:
