@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
@@ -80,6 +81,21 @@ def open_source(url: str, *, read_only: bool = True, **options: Any) -> BaseBack
         backend.close()
         fail(f"{backends.mask_url(url)}: this backend does not support the headless commands")
     return backend
+
+
+def located(backend: BaseBackend) -> str:
+    """The backend's URL (password masked), followed by the file or directory it names
+    when that is a URL.
+
+    ``lmdb:///x`` names ``x`` under the working directory (``lmdb:////x`` is ``/x``, as
+    in SQLAlchemy), which surprises whoever typed ``lmdb:///tmp/x``: a command that
+    wrote somewhere says where.
+    """
+    url = backend.url
+    path = getattr(backend, "path", None)
+    if "://" not in url or not isinstance(path, str):
+        return url
+    return f"{url} ({os.path.abspath(path)})"
 
 
 def echo_json(obj: Any) -> None:

@@ -18,6 +18,7 @@ from aminspect.commands._common import (
     errors,
     fail,
     format_time,
+    located,
     open_source,
     parse_time,
     progress,
@@ -229,7 +230,7 @@ def convert(
     else:
         typer.echo(
             f"copied {result.machines} machines, {result.records} records, "
-            f"{result.snapshots} snapshots to {dst}"
+            f"{result.snapshots} snapshots to {located(dest)}"
         )
 
 

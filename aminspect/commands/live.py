@@ -13,7 +13,15 @@ from typing import Annotated
 
 import typer
 
-from aminspect.commands._common import EXIT_USAGE, echo_json, errors, fail, open_source, progress
+from aminspect.commands._common import (
+    EXIT_USAGE,
+    echo_json,
+    errors,
+    fail,
+    located,
+    open_source,
+    progress,
+)
 from backends._base import BaseBackend as Backend
 from tracer.records import MachineRecord, TransitionRecord
 from tracer.sinks import Sink
@@ -75,7 +83,7 @@ def record(
         if not quiet:
             typer.echo(
                 f"stored {server.stored} records ({server.dropped} reported dropped "
-                f"by tracers) in {backend.url}",
+                f"by tracers) in {located(backend)}",
                 err=True,
             )
         return 0

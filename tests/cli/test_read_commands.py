@@ -154,6 +154,17 @@ def test_convert_to_every_file_backend_is_exact(run, journal, tmp_path, target):
     assert run("export", dst, "-f", "jsonl").output == a
 
 
+def test_convert_says_where_a_relative_url_wrote(run, journal, tmp_path, monkeypatch):
+    # lmdb:///x is x under the working directory (lmdb:////x is /x): say which.
+    monkeypatch.chdir(tmp_path)
+    out = run("convert", journal, "lmdb:///tmp/copy.lmdb").output
+    where = tmp_path / "tmp" / "copy.lmdb"
+    assert out.strip().endswith(f"to lmdb:///tmp/copy.lmdb ({where})")
+    assert (where / "data.mdb").exists()
+    out = run("convert", journal, "plain.amj").output
+    assert out.strip().endswith("to plain.amj")  # a path says where it is itself
+
+
 def test_convert_selected_machines(run, journal, tmp_path):
     dst = tmp_path / "one.amj"
     run("convert", journal, dst, "-m", "quest")
