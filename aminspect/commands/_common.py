@@ -83,6 +83,11 @@ def open_source(url: str, *, read_only: bool = True, **options: Any) -> BaseBack
     return backend
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 record``, ``2 records``: ``noun`` is singular and takes an s."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def located(backend: BaseBackend) -> str:
     """The backend's URL (password masked), followed by the file or directory it names
     when that is a URL.

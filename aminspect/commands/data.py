@@ -14,6 +14,7 @@ import typer
 
 from aminspect.commands._common import (
     EXIT_USAGE,
+    counted,
     echo_json,
     errors,
     fail,
@@ -229,8 +230,8 @@ def convert(
         )
     else:
         typer.echo(
-            f"copied {result.machines} machines, {result.records} records, "
-            f"{result.snapshots} snapshots to {located(dest)}"
+            f"copied {counted(result.machines, 'machine')}, {counted(result.records, 'record')}, "
+            f"{counted(result.snapshots, 'snapshot')} to {located(dest)}"
         )
 
 
@@ -348,8 +349,9 @@ def stats(
     for m in ms:
         typer.echo("")
         typer.echo(
-            f"{m['id']} ({m['kind']}, mach_tick {m['mach_tick']}): {m['records']} records, "
-            f"seqs {m['first_seq']}..{m['highest']}, {m['errors']} errors, "
+            f"{m['id']} ({m['kind']}, mach_tick {m['mach_tick']}): "
+            f"{counted(m['records'], 'record')}, seqs {m['first_seq']}..{m['highest']}, "
+            f"{counted(m['errors'], 'error')}, "
             f"{m['rejected']} rejected"
         )
         kinds = ", ".join(f"{k} {n}" for k, n in m["kinds"].items())
@@ -362,7 +364,7 @@ def stats(
         if d["count"]:
             typer.echo(
                 f"  durations mean {d['mean']:.1f} us, p50 {d['p50']:.1f}, "
-                f"p95 {d['p95']:.1f}, max {d['max']:.1f} (over {d['count']} events)"
+                f"p95 {d['p95']:.1f}, max {d['max']:.1f} (over {counted(d['count'], 'event')})"
             )
 
 

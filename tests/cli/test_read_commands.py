@@ -199,7 +199,7 @@ def test_stats(run, journal):
     out = run("stats", journal).output
     # the refused start is rejected, not an error (as in the TUI)
     assert "machines  4   records 26   errors 0   rejected 1" in out
-    assert "ring (transitions, mach_tick 0): 12 records, seqs 0..11" in out
+    assert "ring (transitions, mach_tick 0): 12 records, seqs 0..11, 0 errors" in out
     data = json.loads(run("stats", journal, "--json", "-m", "ring").output)
     ring = data["machines"][0]
     assert ring["kinds"] == {"event": 10, "init": 1, "forced": 1}
@@ -271,3 +271,7 @@ def test_stats_counts_errors_apart_from_refusals(run, tmp_path):
         handle.detach()
     data = json.loads(run("stats", path, "--json").output)["machines"][0]
     assert (data["records"], data["errors"], data["rejected"]) == (4, 1, 2)
+    assert (
+        "m (manual, mach_tick 0): 4 records, seqs 0..3, 1 error, 2 rejected"
+        in run("stats", path).output
+    )
