@@ -196,7 +196,9 @@ _KIND_BY_CODE: dict[int, Kind] = {code: Kind(kind) for kind, code in KIND_CODES.
 _next_channel_key = itertools.count(1).__next__
 
 # Configurations as bit masks (bit i set: state i is active), cached by configuration.
-# Cleared when full: a mask is computed again from its configuration, never looked up.
+# Cleared when full: a mask decodes without the cache (mask_config), so no entry must stay.
+# Callers inline ``_MASKS.get(c) or config_mask(c)`` (the ``or`` also covers the empty
+# configuration, whose mask is 0).
 _MASKS: dict[frozenset[int], int] = {}
 _MASKS_MAX = 4096
 
