@@ -15,6 +15,7 @@ import typer
 
 from aminspect.commands._common import (
     EXIT_USAGE,
+    counted,
     echo_json,
     errors,
     fail,
@@ -260,6 +261,7 @@ def replay(
         )
     else:
         typer.echo(
-            f"replayed {result.records} records of {result.machines} machines to {to}"
+            f"replayed {counted(result.records, 'record')} of "
+            f"{counted(result.machines, 'machine')} to {to}"
             + (f" ({result.skipped} already there)" if result.skipped else "")
         )

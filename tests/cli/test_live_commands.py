@@ -68,5 +68,5 @@ def test_replay_makes_an_identical_recording_and_is_idempotent(run, journal, liv
 def test_replay_paced_by_speed(run, journal, live):
     # the session spans a few ms; at speed 1000 pacing costs nothing noticeable
     out = run("replay", journal, "--to", live.url, "--speed", "1000", "-m", "quest").output
-    assert out.strip() == f"replayed 4 records of 1 machines to {live.url}"
+    assert out.strip() == f"replayed 4 records of 1 machine to {live.url}"
     assert [m.id for m in live.backend.machines()] == ["quest"]

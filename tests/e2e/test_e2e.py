@@ -209,4 +209,4 @@ def test_progress_bar_on_a_terminal_and_quiet_when_piped(tmp_path):
     assert "converting" in on_terminal and "\x1b[" in on_terminal
     again = f"sqlite:///{tmp_path}/again.db?durability=fast"
     piped = run(*AMINSPECT, "convert", str(journal), again)
-    assert piped.stderr == "" and piped.stdout.startswith("copied 1 machines, 2001 records")
+    assert piped.stderr == "" and piped.stdout.startswith("copied 1 machine, 2001 records")
