@@ -25,35 +25,27 @@ from __future__ import annotations
 import argparse
 import gc
 import statistics
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.bench.bench_ws import flat_machine  # the same toggle as the WebSocket benchmark
 from tracer import MemorySink, attach
 from tracer.core import _local
-
-
-class _Model:
-    pass
 
 
 class _Open:
     __slots__ = ("before", "started")
 
 
-def _machine() -> tuple[Any, Any]:
-    from transitions import Machine
-
-    model = _Model()
-    machine = Machine(
-        model,
-        states=["idle", "busy"],
-        transitions=[["start", "idle", "busy"], ["stop", "busy", "idle"]],
-        initial="idle",
-    )
-    return machine, model
+def _nothing() -> None:
+    pass
 
 
 def _pass_through(machine: Any) -> Callable[[], None]:
@@ -67,10 +59,12 @@ def _pass_through(machine: Any) -> Callable[[], None]:
 
     vars(machine)["_process"] = hooked_process
     vars(machine)["set_state"] = hooked_set_state
-    return lambda: None
+    return _nothing
 
 
-def _open_close(machine: Any, record: Callable[[Any, Any, int], None] | None = None) -> None:
+def _open_close(
+    machine: Any, record: Callable[[Any, Any, int], None] | None = None
+) -> Callable[[], None]:
     process, set_state = machine._process, machine.set_state
     clock = time.perf_counter_ns
 
@@ -93,6 +87,7 @@ def _open_close(machine: Any, record: Callable[[Any, Any, int], None] | None = N
 
     vars(machine)["_process"] = hooked_process
     vars(machine)["set_state"] = hooked_set_state
+    return _nothing
 
 
 def _minimal_record(machine: Any) -> Callable[[], None]:
@@ -136,7 +131,7 @@ def _tracer(machine: Any) -> Callable[[], None]:
 VARIANTS: dict[str, Callable[[Any], Callable[[], None]] | None] = {
     "untraced": None,
     "pass-through": _pass_through,
-    "open/close": lambda m: (_open_close(m), lambda: None)[1],
+    "open/close": _open_close,
     "minimal record": _minimal_record,
     "aminspect tracer": _tracer,
 }
@@ -144,8 +139,8 @@ VARIANTS: dict[str, Callable[[Any], Callable[[], None]] | None] = {
 
 def run_once(install: Callable[[Any], Callable[[], None]] | None, events: int) -> float:
     """µs per trigger of the toggle loop (wall clock, the loop only)."""
-    machine, model = _machine()
-    stop = install(machine) if install is not None else (lambda: None)
+    machine, model = flat_machine()
+    stop = install(machine) if install is not None else _nothing
     start, stop_ = model.start, model.stop
     steps = events // 2
     gc.collect()
