@@ -536,8 +536,7 @@ class Dispatcher:
                 items: list[_Item] = list(map(_popleft, itertools.repeat(buf, len(buf))))
             if items or drops or register or dispose:
                 try:
-                    for batch in _phases(register, drops, items, dispose):
-                        self._ship(*batch)
+                    self._ship_phases(register, drops, items, dispose)
                 except Exception as exc:  # a bug here must not kill the thread
                     self.last_error = f"tracer sender: {type(exc).__name__}: {exc}"
             # Drop the batch now: it must not keep the app's objects alive while we wait.
@@ -550,6 +549,19 @@ class Dispatcher:
                 if stopped or (idle and not self._maps):
                     self._running = False
                     return
+
+    def _ship_phases(
+        self,
+        register: list[Channel],
+        drops: dict[Channel, list[tuple[int, int, int]]],
+        items: list[_Item],
+        dispose: list[Channel],
+    ) -> None:
+        """Ship what one wake-up took, phase by phase (a method, so that no loop variable
+        of ``_run`` keeps the last batch, and the events its records hold, alive while the
+        thread waits)."""
+        for batch in _phases(register, drops, items, dispose):
+            self._ship(*batch)
 
     def _ship(
         self,

@@ -258,3 +258,32 @@ def test_flush_cuts_short_the_senders_linger(monkeypatch: pytest.MonkeyPatch) ->
     assert h.flush(5), "the flush waited for the linger"
     assert [r.name for r in sink.records["m"]][-2:] == ["=On", "=Off"]
     h.detach()
+
+
+def test_sender_keeps_no_record_alive_once_it_is_written():
+    # Records of events that raised hold their event (and through it the model's trace)
+    # until the sender has numbered them. The sender once kept its last batch in a loop
+    # variable while it waited for the next wake-up, and with it those events.
+    import gc
+
+    from transitions import Machine, MachineError
+
+    from tracer.adapters.transitions import _Event
+
+    class Discard(MemorySink):  # keeps no row: whatever stays alive is the tracer's
+        def write_rows(self, machine_id, first_seq, rows):
+            pass
+
+    class Model:
+        pass
+
+    model = Model()
+    machine = Machine(model, states=["idle", "busy"], transitions=[["go", "idle", "busy"]])
+    handle = attach(machine, sink=Discard())
+    for _ in range(100):
+        with pytest.raises(MachineError):
+            model.go() if model.state == "busy" else (model.go(), model.go())
+    assert handle.flush(5)
+    gc.collect()
+    assert not [o for o in gc.get_objects() if type(o) is _Event]
+    handle.detach()
