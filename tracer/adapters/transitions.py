@@ -41,6 +41,7 @@ import itertools
 import re
 import sys
 import threading
+import types
 import weakref
 from collections.abc import Callable, Iterable
 from enum import Enum
@@ -1004,7 +1005,11 @@ class _Tracer:
 
                 _CHANGE_STATE = Transition._change_state.__code__
         machine = self.machine
-        self.saved = {name: vars(machine)[name] for name in _WRAPPED if name in vars(machine)}
+        self.saved = {}
+        for name in _WRAPPED:
+            own = _instance_attr(machine, name)
+            if own is not _MISSING:
+                self.saved[name] = own
         self.wrappers = {
             "set_state": (
                 _FastSetState(self, machine.set_state).call
@@ -1035,7 +1040,7 @@ class _Tracer:
                 self.probes.append((name, probe))
             self.wrappers["resolve_callable"] = _Resolve(self, machine.resolve_callable)
         for name, wrapper in self.wrappers.items():
-            vars(machine)[name] = wrapper
+            object.__setattr__(machine, name, wrapper)
         _LIVE[self.key] = self
         self.finalizer = weakref.finalize(machine, _dispose_all, self.dispatcher, self.all_channels)
         with self.lock:
@@ -1054,13 +1059,12 @@ class _Tracer:
             lst = getattr(machine, name, None)
             if isinstance(lst, list):
                 lst[:] = [f for f in lst if f is not probe]
-        attrs = vars(machine)
         for name, wrapper in self.wrappers.items():
-            if attrs.get(name) is wrapper:
+            if _instance_attr(machine, name) is wrapper:
                 if name in self.saved:
-                    attrs[name] = self.saved[name]
+                    object.__setattr__(machine, name, self.saved[name])
                 else:
-                    del attrs[name]
+                    object.__delattr__(machine, name)
             # else someone wrapped over us: our wrapper stays in the chain as a passthrough
         with self.lock:
             for mt in self.models.values():
@@ -1126,6 +1130,39 @@ def _dispose_all(dispatcher: Any, channels: list[Channel]) -> None:
         if not channel.closed:
             dispatcher.remove(channel)
             channel.closed = True
+
+
+_MISSING = object()
+
+
+def _instance_attr(obj: Any, name: str) -> Any:
+    """``vars(obj).get(name, _MISSING)`` without asking for ``vars(obj)``.
+
+    On CPython 3.11+ an object keeps its attributes in a compact array until someone asks
+    for its ``__dict__``; from then on it has a real dict, and every attribute lookup on
+    it is slower. transitions looks up its machine's attributes dozens of times per
+    trigger: a machine whose ``__dict__`` was asked for runs 4-5% slower untraced.
+    """
+    try:
+        value = object.__getattribute__(obj, name)  # not LockedMachine's wrapping lookup
+    except AttributeError:
+        return _MISSING
+    found = inspect.getattr_static(type(obj), name, _MISSING)
+    get = getattr(type(found), "__get__", None)
+    if get is not None:  # a method, static or class method: what the class hands out
+        if hasattr(type(found), "__set__"):
+            return _MISSING  # a data descriptor (a property): no instance attribute hides it
+        found = get(found, obj, type(obj))
+    if value is found:
+        return _MISSING
+    if (
+        isinstance(value, types.MethodType)
+        and isinstance(found, types.MethodType)
+        and value.__self__ is found.__self__
+        and value.__func__ is found.__func__
+    ):
+        return _MISSING  # the class's method, bound afresh
+    return value
 
 
 def _state_arg(state: Any) -> Any:
