@@ -16,8 +16,9 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
+from tracer._accel import speedups
 from tracer.codec import KIND_CODES
 from tracer.records import Kind, MachineRecord, TransitionRecord
 from tracer.sinks import Sink
@@ -86,7 +87,13 @@ class _Stacks(threading.local):
         self.stack: list[OpenEvent] = []
 
 
-_local = _Stacks()
+class _StackHolder(Protocol):
+    @property
+    def stack(self) -> list[OpenEvent]: ...
+
+
+# The C version keeps each thread's stack in its thread state (cheaper to reach).
+_local: _StackHolder = _Stacks() if speedups is None else speedups.ThreadStacks()
 
 # Open events of asynchronous code, per asyncio task (a task copies its parent's context,
 # so a child task sees the event that created it). Synchronous code uses ``_local``.
@@ -237,7 +244,8 @@ class Channel:
         # record is written as a ``restore`` record instead.
         self.restoring = False
         # next() on a count is atomic under the GIL: positions need no lock.
-        self.next_position = itertools.count().__next__
+        self.positions = itertools.count()  # the C hot path reads it directly
+        self.next_position = self.positions.__next__
         self.key = _next_channel_key()  # names the channel in the records it enqueues
 
     def begin(self, kind: str, name: str = "", parent: OpenEvent | None = None) -> Capture:
@@ -675,23 +683,28 @@ class Dispatcher:
             return items
         first = smap.next_pos
         n = len(items)
-        # One pass of C-level loops: same channel, positions first..first+n-1 in order,
-        # no parent, no source.
-        if [it[1] for it in items] != list(range(first, first + n)) or any(
-            [it[0] != key or it[3] is not None or it[4] is not None for it in items]
-        ):
-            return items
         seq = smap.next_seq
-        rows = [
-            (
-                s, it[15], it[8] + offset, it[9], it[6], it[7], it[10], it[11], it[12],
-                it[13], it[14], None, None,
-            )
-            for s, it in zip(range(seq, seq + n), items, strict=True)
-        ]  # fmt: skip
-        for s, it in zip(range(seq, seq + n), items, strict=True):
-            if it[2] is not None:  # an event a nested record named: it needs its seq
-                it[2].seq = s
+        if speedups is not None:  # the same, in C (tracer/_speedups.c)
+            rows = speedups.bulk_rows(items, key, first, seq, offset)
+            if rows is None:
+                return items
+        else:
+            # One pass of C-level loops: same channel, positions first..first+n-1 in
+            # order, no parent, no source.
+            if [it[1] for it in items] != list(range(first, first + n)) or any(
+                [it[0] != key or it[3] is not None or it[4] is not None for it in items]
+            ):
+                return items
+            rows = [
+                (
+                    s, it[15], it[8] + offset, it[9], it[6], it[7], it[10], it[11], it[12],
+                    it[13], it[14], None, None,
+                )
+                for s, it in zip(range(seq, seq + n), items, strict=True)
+            ]  # fmt: skip
+            for s, it in zip(range(seq, seq + n), items, strict=True):
+                if it[2] is not None:  # an event a nested record named: it needs its seq
+                    it[2].seq = s
         smap.next_seq = seq + n
         smap.next_pos = first + n
         smap.last_after = items[-1][5]

@@ -46,8 +46,9 @@ import weakref
 from collections.abc import Callable, Iterable
 from enum import Enum
 from time import perf_counter_ns
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tracer._accel import speedups as _speedups
 from tracer.attach import AttachContext
 from tracer.codec import KIND_CODES
 from tracer.core import (
@@ -334,7 +335,7 @@ class _Process(_Wrapper):
         return result
 
 
-class _Event(OpenEvent):
+class _PyEvent(OpenEvent):
     """One trigger of a flat synchronous machine: the open event, and later the record's
     holder (its ``position`` orders it, the sender sets its ``seq``).
 
@@ -463,7 +464,7 @@ class _Open(OpenEvent):
         self.reenter = _EMPTY  # states exited and entered again
 
 
-class _ModelTrace:
+class _PyModelTrace:
     """One traced (machine, model) pair: its channel and its live configuration."""
 
     __slots__ = ("channel", "current", "model", "open", "pending_to", "tick")
@@ -475,6 +476,17 @@ class _ModelTrace:
         self.current = current
         self.open: list[_Open] = []
         self.pending_to: Any = None  # (EventData, open depth) of a to_state() in progress
+
+
+# The C hot path (tracer/_speedups.c), when it was built and not turned off: the same
+# hooks, event and model trace without the interpreter's cost per bytecode. The Python
+# classes stay the reference and the fallback for every unusual call.
+if TYPE_CHECKING or _speedups is None:
+    _Event = _PyEvent
+    _ModelTrace = _PyModelTrace
+else:
+    _Event = _speedups.Event
+    _ModelTrace = _speedups.ModelTrace
 
 
 class _Tracer:
@@ -1023,6 +1035,8 @@ class _Tracer:
             self.wrappers["callbacks"] = _AsyncCallbacks(self, machine.callbacks)
         elif self.fast:
             self.wrappers["_process"] = _Process(self, machine._process).call
+            if _speedups is not None:
+                self.wrappers.update(self._c_hooks(machine))
             locked = getattr(type(machine), "_locked_method", None)
             code = getattr(locked, "__code__", None)
             if code is not None:
@@ -1047,6 +1061,28 @@ class _Tracer:
             for model in machine.models:
                 if id(model) not in self.models:
                     self.initial_channels.append(self._open_model(model))
+
+    def _c_hooks(self, machine: Any) -> dict[str, Any]:
+        """The C versions of the flat hooks; each falls back to its Python twin (already
+        in ``wrappers``) for any call that is not the usual one."""
+        d = self.dispatcher
+        common = (
+            self.models, _event_stack, pop_event, self.close_fast, self.salvage_fast,
+            self.fail, self.change_cache, self.changes, _MASKS, config_mask, sanitize_args,
+            self.sanitizer, error_of, d, d._buffer, d._buffer.append, d._drop_oldest,
+            d._wake.set, _EVENT_CODE, self.cache, self.leaves, self.written,
+        )  # fmt: skip
+        hooks = {}
+        for name, hook in (
+            ("_process", _speedups.ProcessHook),
+            ("set_state", _speedups.SetStateHook),
+        ):
+            original = getattr(machine, name)
+            python_twin = self.wrappers[name]
+            hooks[name] = hook(
+                original, (_identity, (original,)), *common, python_twin, _CHANGE_STATE
+            )
+        return hooks
 
     def uninstall(self) -> None:
         self.live = False
