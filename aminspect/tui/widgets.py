@@ -575,6 +575,8 @@ class TransitionLog(_StyleCache, can_focus=True):
         self._name_w = 0
         self._columns_key: tuple[int, int, int] = (-1, -1, -1)
         self._columns_val: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
+        # the widths the header line was last drawn with (see refresh_rows)
+        self._header_columns: tuple[int, int, int, int, int] | None = None
         # rendered rows by (seq, is cursor); valid while _strips_key holds
         self._strips: dict[tuple[int, bool], Strip] = {}
         self._strips_key: tuple[object, ...] = ()
@@ -758,7 +760,11 @@ class TransitionLog(_StyleCache, can_focus=True):
         before = self._columns_val
         self._name_w = 0
         width = self.scrollable_content_region.width
-        if self._columns(width) != before:
+        # The header too: a worker fills the row cache while lines are drawn, so one
+        # repaint may draw the header before the rows arrived (default widths) and the
+        # rows after (measured), leaving nothing to redraw the header.
+        columns = self._columns(width)
+        if columns != before or columns != self._header_columns:
             self.refresh()
             return
         top = int(self.scroll_y)
@@ -768,7 +774,8 @@ class TransitionLog(_StyleCache, can_focus=True):
         self._pending.clear()
 
     def header_text(self, width: int) -> Text:
-        seq_w, time_w, kind_w, name_w, changes_w = self._columns(width)
+        self._header_columns = self._columns(width)
+        seq_w, time_w, kind_w, name_w, changes_w = self._header_columns
         parts = [f"{'seq':>{seq_w}}"]
         if time_w:
             parts.append(f"{'time (UTC)':<{time_w}}")
