@@ -84,6 +84,22 @@ take_exception(void)
     return exc != NULL ? exc : Py_NewRef(Py_None);
 }
 
+/* Untrack ``tuple`` from the garbage collector when it holds only objects that cannot be
+ * part of a cycle (ints, strs, None, untracked tuples): what a collection would do to it
+ * at its first pass (_PyTuple_MaybeUntrack), done at birth. Records and rows wait in
+ * buffers for tens of milliseconds; untracked, no young collection walks them. */
+static void
+untrack_plain(PyObject *tuple)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(tuple);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *x = PyTuple_GET_ITEM(tuple, i);
+        if (PyObject_IS_GC(x) && !(PyTuple_CheckExact(x) && !PyObject_GC_IsTracked(x)))
+            return;
+    }
+    PyObject_GC_UnTrack(tuple);
+}
+
 /* ---------------------------------------------------------------------------------
  * ThreadStacks: tracer.core._local. Its ``stack`` is this thread's list of open events,
  * kept in the thread state's dict: a third of what a threading.local attribute costs,
@@ -250,7 +266,7 @@ next_position(ModelTrace *mt)
 
 static PyMemberDef ModelTrace_members[] = {
     {"model", T_OBJECT_EX, offsetof(ModelTrace, model), 0, NULL},
-    {"channel", T_OBJECT_EX, offsetof(ModelTrace, channel), 0, NULL},
+    {"channel", T_OBJECT_EX, offsetof(ModelTrace, channel), READONLY, "fixed: key and positions come from it"},
     {"current", T_OBJECT_EX, offsetof(ModelTrace, current), 0, NULL},
     {"open", T_OBJECT_EX, offsetof(ModelTrace, open), 0, NULL},
     {"pending_to", T_OBJECT_EX, offsetof(ModelTrace, pending_to), 0, NULL},
@@ -716,14 +732,6 @@ build_record(Hook *self, Event *ev, ModelTrace *mt, PyObject *ed)
     if ((position = PyLong_FromLongLong(ev->position)) == NULL)
         goto done;
 
-    /* ch.captured += 1 */
-    if ((captured = PyObject_GetAttr(ch, str_captured)) == NULL)
-        goto done;
-    if ((count = PyNumber_Add(captured, ONE)) == NULL)
-        goto done;
-    if (PyObject_SetAttr(ch, str_captured, count) < 0)
-        goto done;
-
     if ((event = PyObject_GetAttr(ed, str_event)) == NULL)
         goto done;
     if ((name = PyObject_GetAttr(event, str_name)) == NULL)
@@ -757,6 +765,14 @@ build_record(Hook *self, Event *ev, ModelTrace *mt, PyObject *ed)
     PyTuple_SET_ITEM(record, 13, Py_NewRef(exited));
     PyTuple_SET_ITEM(record, 14, Py_NewRef(entered));
     PyTuple_SET_ITEM(record, 15, Py_NewRef(mt->tick));
+
+    untrack_plain(record);
+
+    /* ch.captured += 1, once the record is whole (a salvaged one counts itself) */
+    if ((captured = PyObject_GetAttr(ch, str_captured)) == NULL
+        || (count = PyNumber_Add(captured, ONE)) == NULL
+        || PyObject_SetAttr(ch, str_captured, count) < 0)
+        Py_CLEAR(record);
 
 done:
     Py_XDECREF(args);
@@ -955,7 +971,7 @@ own_write(Hook *self, PyObject *state, PyObject *model, PyObject **result)
     Py_ssize_t n = PyList_GET_SIZE(stack);
     Event *ev = n ? (Event *)PyList_GET_ITEM(stack, n - 1) : NULL;
     if (ev == NULL || Py_TYPE(ev) != &EventType || ev->mt == NULL
-        || ((ModelTrace *)ev->mt)->model != model) {
+        || Py_TYPE(ev->mt) != &ModelTraceType || ((ModelTrace *)ev->mt)->model != model) {
         Py_DECREF(stack);
         return 0;
     }
@@ -1155,6 +1171,7 @@ bulk_rows(PyObject *module, PyObject *const *argv, Py_ssize_t nargs)
         }
         PyTuple_SET_ITEM(row, 11, Py_NewRef(Py_None));
         PyTuple_SET_ITEM(row, 12, Py_NewRef(Py_None));
+        untrack_plain(row);
         PyList_SET_ITEM(rows, i, row);
     }
     return rows;

@@ -184,3 +184,29 @@ def test_bulk_rows_takes_only_the_usual_batch() -> None:
     assert speedups.bulk_rows([item(4, parent=holder)], 7, 4, 0, 0) is None  # nested
     assert speedups.bulk_rows([item(4, key=8)], 7, 4, 0, 0) is None  # another channel
     assert speedups.bulk_rows([], 7, 4, 0, 0) == []
+
+
+@needs_c
+def test_plain_records_and_rows_are_born_untracked() -> None:
+    # What a young collection would do at its first pass, done at birth: no collection
+    # walks the records waiting in the buffer, nor the rows a sink keeps.
+    machine, model = _toggle()
+    handle = attach(machine, sink=MemorySink())
+    d = handle.dispatcher
+    model.start()
+    model.stop()
+    gc.collect()  # the moves' cached (exited, entered) tuples are untracked by now
+    gc.disable()
+    try:
+        with d._lock:  # the sender cannot take the buffer meanwhile
+            model.start()
+            model.stop(payload={"a": 1})  # a dict argument may be in a cycle: tracked
+            plain, with_args = list(d._buffer)[-2:]
+        assert not gc.is_tracked(plain)
+        assert gc.is_tracked(with_args)
+        rows = speedups.bulk_rows([plain, with_args], plain[0], plain[1], 0, 0)
+        assert rows is not None
+        assert [gc.is_tracked(r) for r in rows] == [False, True]
+    finally:
+        gc.enable()
+    handle.detach()

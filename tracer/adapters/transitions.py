@@ -24,13 +24,13 @@ How it hooks in (the traps T1..T11 are those of the adapter notes, ADAPTERS.md s
 Every instance attribute pickles as the original it replaced, and probes pickle as inert
 markers, so a traced machine pickles and its copy behaves exactly like an untraced one.
 
-Cost (flat two-state toggle into a MemorySink, shared busy 2-core machine): untraced
-about 10-11 us of app-thread CPU per trigger; traced about 15 us (was 24-28 us with
-probes in three callback lists and three objects per event). What is left: the two
-wrapper calls (about 0.4 us; their bodies about 3 us), one slotted open-event object and
-one tuple per event, and the sender thread, which the app pays through the GIL: about
-0.5 us per record for a sink taking rows (MemorySink, the WebSocket sink), about 1.5 us
-for one taking TransitionRecords.
+Cost (flat two-state toggle into a MemorySink, shared 2-core machine; tests/bench): the
+flat hot path runs in C when ``tracer._speedups`` was built (``tracer/_accel.py``): about
+9,000 instructions per trigger over untraced (callgrind; 7,200 on the app thread, 1,800
+on the sender), 83-84% of untraced speed kept. The pure-Python hooks below are the reference,
+the fallback for every unusual call, and what runs without a C compiler: about 23,000
+instructions, 69-71% kept. Installing never asks for the machine's ``__dict__`` (see
+``_instance_attr``).
 """
 
 from __future__ import annotations
