@@ -117,6 +117,10 @@ thread_stack(void)
         return NULL;
     }
     PyObject *stack = PyDict_GetItemWithError(d, str_stack_key);
+    if (stack != NULL && !PyList_CheckExact(stack)) {
+        PyErr_SetString(PyExc_TypeError, "the open-event stack is not a list");
+        return NULL;
+    }
     if (stack == NULL) {
         if (PyErr_Occurred())
             return NULL;
@@ -558,6 +562,20 @@ Hook_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     for (int i = 0; i < L_COUNT; i++)
         self->links[i] = Py_NewRef(PyTuple_GET_ITEM(args, i));
+    /* The hot path reads these with the concrete dict and list API. */
+    static const int dicts[] = {L_MODELS, L_CHANGE_CACHE, L_MASKS, L_CACHE};
+    for (size_t i = 0; i < sizeof dicts / sizeof dicts[0]; i++) {
+        if (!PyDict_CheckExact(self->links[dicts[i]])) {
+            PyErr_Format(PyExc_TypeError, "hook link %d must be a dict", dicts[i]);
+            Py_DECREF(self);
+            return NULL;
+        }
+    }
+    if (!PyContextVar_CheckExact(self->links[L_ASYNC_STACK])) {
+        PyErr_SetString(PyExc_TypeError, "the async stack link must be a ContextVar");
+        Py_DECREF(self);
+        return NULL;
+    }
     PyObject *capacity = PyObject_GetAttrString(self->links[L_DISPATCHER], "capacity");
     self->capacity = capacity == NULL ? -1 : PyLong_AsSsize_t(capacity);
     Py_XDECREF(capacity);

@@ -210,3 +210,13 @@ def test_plain_records_and_rows_are_born_untracked() -> None:
     finally:
         gc.enable()
     handle.detach()
+
+
+@needs_c
+def test_hooks_refuse_links_of_the_wrong_kind() -> None:
+    # The hot path reads its links with the concrete dict API: a wrong one must be an
+    # error at construction, never a crash at the first trigger.
+    with pytest.raises(TypeError, match="links"):
+        speedups.ProcessHook(1, 2)
+    with pytest.raises(TypeError, match="must be a dict"):
+        speedups.SetStateHook(*([None] * speedups.LINKS))
