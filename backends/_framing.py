@@ -465,7 +465,9 @@ def decode_batch(
     if not (isinstance(mid, str) and _uint(first) and _uint(tick) and isinstance(names, list)):
         raise DecodeError("bad batch header")
     if not isinstance(rows, list) or len(rows) != count:
-        raise DecodeError(f"batch claims {count} records, holds {len(rows)}")
+        raise DecodeError(
+            f"batch claims {count} record{'' if count == 1 else 's'}, holds {len(rows)}"
+        )
     if type(base_time) is not int:
         raise DecodeError("batch base time must be an integer")
     if not all(type(n) is str for n in names):

@@ -197,7 +197,7 @@ def test_frame_info_rejects_bad_payloads(obj: object, message: str) -> None:
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        ([[0, 0, 1, 0, [], []], [0, 0, 1, 0, [], []]], "claims 1 records, holds 2"),
+        ([[0, 0, 1, 0, [], []], [0, 0, 1, 0, [], []]], "claims 1 record, holds 2"),
         ([[0, 0, 1, 5, [], []]], "name index"),
         ([[0, 0, 99, 0, [], []]], "unknown record kind"),
         ([[0, 0, 1]], "a row has"),
