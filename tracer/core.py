@@ -547,8 +547,9 @@ class Dispatcher:
                     self._ship_phases(register, drops, items, dispose)
                 except Exception as exc:  # a bug here must not kill the thread
                     self.last_error = f"tracer sender: {type(exc).__name__}: {exc}"
-            # Drop the batch now: it must not keep the app's objects alive while we wait.
-            items = []
+            # Drop the batch now: it must not keep the app's objects (records, and the
+            # channels registered or disposed with it) alive while we wait.
+            items, register, dispose, drops = [], [], [], {}
             with self._lock:
                 self._busy = False
                 idle = not (buf or self._drops or self._register or self._dispose)
