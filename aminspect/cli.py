@@ -16,7 +16,17 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
+        from tracer import _accel
+
         typer.echo(f"aminspect {__version__}")
+        # What tracing costs depends on it (README: How the tracer stays out of the way).
+        if _accel.speedups is not None:
+            typer.echo("tracer hot path: C (tracer/_speedups.c)")
+        else:
+            typer.echo(
+                "tracer hot path: pure Python (the C extension was not built at install, "
+                "or AMINSPECT_PURE_PYTHON is set)"
+            )
         raise typer.Exit()
 
 

@@ -52,3 +52,15 @@ def test_help_and_version_still_work_without_starting_the_tui():
     assert result.returncode == 0 and "read-only" in result.stdout
     result = run("--version")
     assert result.returncode == 0 and result.stdout.startswith("aminspect ")
+
+
+@pytest.mark.parametrize(("built", "says"), [(True, "C"), (False, "pure Python")])
+def test_version_says_which_tracer_hot_path_runs(
+    monkeypatch: pytest.MonkeyPatch, built: bool, says: str
+) -> None:
+    from tracer import _accel
+
+    monkeypatch.setattr(_accel, "speedups", object() if built else None)
+    result = run("--version")
+    assert result.returncode == 0
+    assert f"tracer hot path: {says}" in result.stdout.splitlines()[1]
