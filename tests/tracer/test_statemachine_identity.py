@@ -172,3 +172,20 @@ def test_a_traced_machine_dropped_without_detach_is_collected():
     gc.collect()
     assert ref() is None
     assert not any(entry[0]() is None for entry in adapter._keys_before.values())
+
+
+def test_detach_keeps_the_engine_attributes_compact():
+    # Asking for an object's __dict__ makes CPython 3.11+ keep its attributes in a real
+    # dict from then on (every later lookup slower); detach once did that to the engine.
+    sm = Quest()
+    engine = sm._engine
+
+    def in_a_dict() -> bool:
+        return any(type(r) is dict and "sm" in r for r in gc.get_referents(engine))
+
+    assert not in_a_dict()
+    handle = tracer.attach(sm, sink=MemorySink())
+    sm.send("step")
+    handle.detach()
+    assert not in_a_dict()
+    assert "put" not in vars(engine) and in_a_dict()  # gone, and the check sees a dict

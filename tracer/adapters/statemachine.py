@@ -484,7 +484,13 @@ class StatemachineAdapter:
             return
         self.engine = None
         for name, fn in zip(("put", "processing_loop"), self._hooks, strict=False):
-            if vars(engine).get(name) is fn:
+            # Not vars(engine): asking for an object's __dict__ makes CPython keep its
+            # attributes in a real dict for good (every later lookup slower).
+            try:
+                own = object.__getattribute__(engine, name)
+            except AttributeError:
+                continue
+            if own is fn:
                 delattr(engine, name)
 
     def on_put(self, trigger: Any) -> None:
