@@ -1,7 +1,8 @@
 /* The flat transitions hot path in C: what tracer/adapters/transitions.py does in
- * _Process.call, _FastSetState.call and _Event, without the interpreter's per-bytecode
- * cost. The Python classes stay the reference: every path here that is not the usual
- * one calls back into them, and they run alone where this module is not built
+ * _Process.call, _FastSetState.call, _PyEvent and _PyModelTrace (and tracer/core.py in
+ * _Stacks and Dispatcher._bulk_rows), without the interpreter's per-bytecode cost.
+ * The Python classes stay the reference: every path here that is not the usual one
+ * calls back into them, and they run alone where this module is not built
  * (AMINSPECT_PURE_PYTHON=1 forces that; tests run both).
  *
  * Rules, as for the Python hooks: never raise into the app except what the machine
@@ -426,7 +427,7 @@ static PyTypeObject EventType = {
 /* ---------------------------------------------------------------------------------
  * Hooks. Both are installed as instance attributes of the machine and called by
  * transitions as ``machine._process(trigger)`` and ``machine.set_state(state, model)``.
- * ``links`` names, in order, what a hook calls back into (see ``_speedups_links`` in
+ * ``links`` names, in order, what a hook calls back into (see ``_Tracer._c_hooks`` in
  * transitions.py); they pickle as the original they replaced (``reduce``).
  */
 enum {
@@ -454,7 +455,7 @@ enum {
     L_CACHE,        /* tracer.cache: {state value: configuration} */
     L_LEAVES,       /* tracer.leaves(config) */
     L_WRITTEN,      /* tracer.written(ev, mt, state, model, previous) */
-    L_GENERAL,      /* _FastSetState.general(state, model, depth) */
+    L_GENERAL,      /* the Python twin (_Process.call or _FastSetState.call) */
     L_CHANGE_CODE,  /* Transition._change_state.__code__, or None */
     L_COUNT
 };

@@ -27,10 +27,10 @@ markers, so a traced machine pickles and its copy behaves exactly like an untrac
 Cost (flat two-state toggle into a MemorySink, shared 2-core machine; tests/bench): the
 flat hot path runs in C when ``tracer._speedups`` was built (``tracer/_accel.py``): about
 9,000 instructions per trigger over untraced (callgrind; 7,200 on the app thread, 1,800
-on the sender), 83-84% of untraced speed kept. The pure-Python hooks below are the reference,
-the fallback for every unusual call, and what runs without a C compiler: about 23,000
-instructions, 69-71% kept. Installing never asks for the machine's ``__dict__`` (see
-``_instance_attr``).
+on the sender), 83-84% of untraced speed kept. The pure-Python hooks below are the
+reference, the fallback for every unusual call, and what runs without a C compiler:
+about 23,000 instructions, 69-72% kept. Installing never asks for the machine's
+``__dict__`` (see ``_instance_attr``).
 """
 
 from __future__ import annotations
