@@ -40,6 +40,16 @@ clock_ns(void)
 #endif
 }
 
+/* tp_dealloc of every type here: untrack, drop the references (the type's tp_clear),
+ * free. */
+static void
+gc_dealloc(PyObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Py_TYPE(self)->tp_clear(self);
+    Py_TYPE(self)->tp_free(self);
+}
+
 /* The pending exception, taken (NULL if none); and set again. 3.12 keeps one object. */
 typedef struct {
     PyObject *type, *value, *traceback;
@@ -203,14 +213,6 @@ ModelTrace_clear(ModelTrace *self)
     return 0;
 }
 
-static void
-ModelTrace_dealloc(ModelTrace *self)
-{
-    PyObject_GC_UnTrack(self);
-    ModelTrace_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
 static int
 ModelTrace_init(ModelTrace *self, PyObject *args, PyObject *kwds)
 {
@@ -287,7 +289,7 @@ static PyTypeObject ModelTraceType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)ModelTrace_init,
-    .tp_dealloc = (destructor)ModelTrace_dealloc,
+    .tp_dealloc = gc_dealloc,
     .tp_traverse = (traverseproc)ModelTrace_traverse,
     .tp_clear = (inquiry)ModelTrace_clear,
     .tp_members = ModelTrace_members,
@@ -336,14 +338,6 @@ Event_clear(Event *self)
     Py_CLEAR(self->after);
     Py_CLEAR(self->reenter);
     return 0;
-}
-
-static void
-Event_dealloc(Event *self)
-{
-    PyObject_GC_UnTrack(self);
-    Event_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *
@@ -416,7 +410,7 @@ static PyTypeObject EventType = {
     .tp_basicsize = sizeof(Event),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = Event_new,
-    .tp_dealloc = (destructor)Event_dealloc,
+    .tp_dealloc = gc_dealloc,
     .tp_traverse = (traverseproc)Event_traverse,
     .tp_clear = (inquiry)Event_clear,
     .tp_members = Event_members,
@@ -534,14 +528,6 @@ find_move(Hook *self, PyObject *before, PyObject *after, PyObject *reenter)
     for (int j = 0; j < 4; j++)
         Py_XDECREF(old[j]);
     return found;
-}
-
-static void
-Hook_dealloc(Hook *self)
-{
-    PyObject_GC_UnTrack(self);
-    Hook_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *Process_vectorcall(PyObject *, PyObject *const *, size_t, PyObject *);
@@ -1073,37 +1059,28 @@ SetState_vectorcall(PyObject *callable, PyObject *const *argv, size_t nargsf, Py
     return PyObject_Vectorcall(self->links[L_GENERAL], argv, nargsf, kwnames);
 }
 
-static PyTypeObject ProcessHookType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "tracer._speedups.ProcessHook",
-    .tp_doc = "machine._process of a traced flat machine (see _Process).",
-    .tp_basicsize = sizeof(Hook),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_vectorcall_offset = offsetof(Hook, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_new = Hook_new,
-    .tp_dealloc = (destructor)Hook_dealloc,
-    .tp_traverse = (traverseproc)Hook_traverse,
-    .tp_clear = (inquiry)Hook_clear,
-    .tp_methods = Hook_methods,
-    .tp_getset = Hook_getset,
-};
+/* The two hook types differ only in name (Hook_new picks the vectorcall). */
+#define HOOK_TYPE(name, doc)                                                            \
+    {                                                                                   \
+        PyVarObject_HEAD_INIT(NULL, 0)                                                  \
+        .tp_name = "tracer._speedups." name,                                            \
+        .tp_doc = doc,                                                                  \
+        .tp_basicsize = sizeof(Hook),                                                   \
+        .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL, \
+        .tp_vectorcall_offset = offsetof(Hook, vectorcall),                             \
+        .tp_call = PyVectorcall_Call,                                                   \
+        .tp_new = Hook_new,                                                             \
+        .tp_dealloc = gc_dealloc,                                                       \
+        .tp_traverse = (traverseproc)Hook_traverse,                                     \
+        .tp_clear = (inquiry)Hook_clear,                                                \
+        .tp_methods = Hook_methods,                                                     \
+        .tp_getset = Hook_getset,                                                       \
+    }
 
-static PyTypeObject SetStateHookType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "tracer._speedups.SetStateHook",
-    .tp_doc = "machine.set_state of a traced flat machine (see _FastSetState).",
-    .tp_basicsize = sizeof(Hook),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
-    .tp_vectorcall_offset = offsetof(Hook, vectorcall),
-    .tp_call = PyVectorcall_Call,
-    .tp_new = Hook_new,
-    .tp_dealloc = (destructor)Hook_dealloc,
-    .tp_traverse = (traverseproc)Hook_traverse,
-    .tp_clear = (inquiry)Hook_clear,
-    .tp_methods = Hook_methods,
-    .tp_getset = Hook_getset,
-};
+static PyTypeObject ProcessHookType =
+    HOOK_TYPE("ProcessHook", "machine._process of a traced flat machine (see _Process).");
+static PyTypeObject SetStateHookType =
+    HOOK_TYPE("SetStateHook", "machine.set_state of a traced flat machine (see _FastSetState).");
 
 /* ---------------------------------------------------------------------------------
  * The sender's usual batch (core.Dispatcher._bulk_rows): records of one channel, next in
