@@ -84,6 +84,7 @@ from collections.abc import Callable, Iterable, Mapping
 from inspect import isawaitable
 from typing import Any
 
+from tracer.adapters._attrs import instance_attr
 from tracer.attach import AttachContext
 from tracer.core import Capture, Channel, OpenEvent, current_event, error_of, pop_event, push_event
 from tracer.records import Kind, MachineRecord, Schema, StateSpec, TransitionSpec
@@ -484,13 +485,7 @@ class StatemachineAdapter:
             return
         self.engine = None
         for name, fn in zip(("put", "processing_loop"), self._hooks, strict=False):
-            # Not vars(engine): asking for an object's __dict__ makes CPython keep its
-            # attributes in a real dict for good (every later lookup slower).
-            try:
-                own = object.__getattribute__(engine, name)
-            except AttributeError:
-                continue
-            if own is fn:
+            if instance_attr(engine, name) is fn:  # not vars(engine): see _attrs
                 delattr(engine, name)
 
     def on_put(self, trigger: Any) -> None:

@@ -30,7 +30,7 @@ flat hot path runs in C when ``tracer._speedups`` was built (``tracer/_accel.py`
 on the sender), 83-84% of untraced speed kept. The pure-Python hooks below are the
 reference, the fallback for every unusual call, and what runs without a C compiler:
 about 23,000 instructions, 69-72% kept. Installing never asks for the machine's
-``__dict__`` (see ``_instance_attr``).
+``__dict__`` (see ``tracer.adapters._attrs``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ import itertools
 import re
 import sys
 import threading
-import types
 import weakref
 from collections.abc import Callable, Iterable
 from enum import Enum
@@ -49,6 +48,8 @@ from time import perf_counter_ns
 from typing import TYPE_CHECKING, Any
 
 from tracer._accel import speedups as _speedups
+from tracer.adapters._attrs import MISSING as _MISSING
+from tracer.adapters._attrs import instance_attr as _instance_attr
 from tracer.attach import AttachContext
 from tracer.codec import KIND_CODES
 from tracer.core import (
@@ -1077,8 +1078,8 @@ class _Tracer:
             ("_process", _speedups.ProcessHook),
             ("set_state", _speedups.SetStateHook),
         ):
-            original = getattr(machine, name)
-            python_twin = self.wrappers[name]
+            python_twin = self.wrappers[name]  # the bound ``call`` of a _Wrapper
+            original = python_twin.__self__.original
             hooks[name] = hook(
                 original, (_identity, (original,)), *common, python_twin, _CHANGE_STATE
             )
@@ -1166,39 +1167,6 @@ def _dispose_all(dispatcher: Any, channels: list[Channel]) -> None:
         if not channel.closed:
             dispatcher.remove(channel)
             channel.closed = True
-
-
-_MISSING = object()
-
-
-def _instance_attr(obj: Any, name: str) -> Any:
-    """``vars(obj).get(name, _MISSING)`` without asking for ``vars(obj)``.
-
-    On CPython 3.11+ an object keeps its attributes in a compact array until someone asks
-    for its ``__dict__``; from then on it has a real dict, and every attribute lookup on
-    it is slower. transitions looks up its machine's attributes dozens of times per
-    trigger: a machine whose ``__dict__`` was asked for runs 4-5% slower untraced.
-    """
-    try:
-        value = object.__getattribute__(obj, name)  # not LockedMachine's wrapping lookup
-    except AttributeError:
-        return _MISSING
-    found = inspect.getattr_static(type(obj), name, _MISSING)
-    get = getattr(type(found), "__get__", None)
-    if get is not None:  # a method, static or class method: what the class hands out
-        if hasattr(type(found), "__set__"):
-            return _MISSING  # a data descriptor (a property): no instance attribute hides it
-        found = get(found, obj, type(obj))
-    if value is found:
-        return _MISSING
-    if (
-        isinstance(value, types.MethodType)
-        and isinstance(found, types.MethodType)
-        and value.__self__ is found.__self__
-        and value.__func__ is found.__func__
-    ):
-        return _MISSING  # the class's method, bound afresh
-    return value
 
 
 def _state_arg(state: Any) -> Any:
