@@ -22,23 +22,19 @@ from transitions import Machine, MachineError
 from tracer import MemorySink, attach
 from tracer._accel import speedups
 
+try:
+    from tests.tracer.speedups_scenario import build
+except ImportError:  # tests/tracer is not a package: pytest put its folder on sys.path
+    from speedups_scenario import build  # type: ignore[no-redef]
+
 needs_c = pytest.mark.skipif(speedups is None, reason="the C hot path is not built here")
 SCENARIO = Path(__file__).with_name("speedups_scenario.py")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class _Model:
-    pass
-
-
 def _toggle() -> tuple[Any, Any]:
-    model = _Model()
-    machine = Machine(
-        model,
-        states=["idle", "busy"],
-        transitions=[["start", "idle", "busy"], ["stop", "busy", "idle"]],
-        initial="idle",
-    )
+    """A flat machine of the scenario (idle -> start -> busy -> stop -> idle, and more)."""
+    machine, (model,) = build(Machine, "toggle")
     return machine, model
 
 
