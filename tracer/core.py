@@ -533,23 +533,9 @@ class Dispatcher:
             self._urgent.clear()
             self._wake.clear()
             self._signalled = False  # before draining: a later append signals again
-            with self._lock:
-                drops, self._drops = self._drops, {}
-                register, self._register = self._register, []
-                dispose, self._dispose = self._dispose, []
-                self._busy = True
-                stopped = self._stopped
-                # What is there now, taken in one C-level loop: it holds the GIL, so no
-                # append interleaves, and the lock keeps _drop_oldest out.
-                items: list[_Item] = list(map(_popleft, itertools.repeat(buf, len(buf))))
-            if items or drops or register or dispose:
-                try:
-                    self._ship_phases(register, drops, items, dispose)
-                except Exception as exc:  # a bug here must not kill the thread
-                    self.last_error = f"tracer sender: {type(exc).__name__}: {exc}"
-            # Drop the batch now: it must not keep the app's objects (records, and the
-            # channels registered or disposed with it) alive while we wait.
-            items, register, dispose, drops = [], [], [], {}
+            # A method of its own: nothing it took (records holding the app's objects,
+            # channels registered or disposed) stays referenced here while we wait.
+            stopped = self._ship_pending()
             with self._lock:
                 self._busy = False
                 idle = not (buf or self._drops or self._register or self._dispose)
@@ -559,18 +545,26 @@ class Dispatcher:
                     self._running = False
                     return
 
-    def _ship_phases(
-        self,
-        register: list[Channel],
-        drops: dict[Channel, list[tuple[int, int, int]]],
-        items: list[_Item],
-        dispose: list[Channel],
-    ) -> None:
-        """Ship what one wake-up took, phase by phase (a method, so that no loop variable
-        of ``_run`` keeps the last batch, and the events its records hold, alive while the
-        thread waits)."""
-        for batch in _phases(register, drops, items, dispose):
-            self._ship(*batch)
+    def _ship_pending(self) -> bool:
+        """Take what is pending and ship it, phase by phase; returns whether the
+        dispatcher was stopped when it was taken."""
+        buf = self._buffer
+        with self._lock:
+            drops, self._drops = self._drops, {}
+            register, self._register = self._register, []
+            dispose, self._dispose = self._dispose, []
+            self._busy = True
+            stopped = self._stopped
+            # What is there now, taken in one C-level loop: it holds the GIL, so no
+            # append interleaves, and the lock keeps _drop_oldest out.
+            items: list[_Item] = list(map(_popleft, itertools.repeat(buf, len(buf))))
+        if items or drops or register or dispose:
+            try:
+                for batch in _phases(register, drops, items, dispose):
+                    self._ship(*batch)
+            except Exception as exc:  # a bug here must not kill the thread
+                self.last_error = f"tracer sender: {type(exc).__name__}: {exc}"
+        return stopped
 
     def _ship(
         self,
